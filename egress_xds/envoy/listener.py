@@ -1,0 +1,221 @@
+"""The ``outbound`` listener: filter chains from the address partition crossed with ports.
+
+In: ``ir.NamespaceEgress``. Out: one ``Listener`` (IPv4 and IPv6) whose filter chains make
+Envoy's matching sieve reproduce the IR exactly.
+
+Envoy matches destination port first, then destination IP (longest prefix), then SNI, then
+transport protocol, then application protocol, and never backtracks: once a chain names
+port 443, connections to port 443 only ever see chains naming port 443. So every port with
+its own behaviour (``egress.ports``) gets a full copy of the partition, and the port-less
+chains serve every other port. Within a (port, prefix set) the chains are:
+
+- opaque: one chain, the default action;
+- tcp: one chain, the TCPRoute's backends;
+- http/grpc: plaintext HTTP (raw_buffer + http/1.0, http/1.1, h2c) -> connection manager
+  with the policy's routes; other raw bytes -> default; anything else (TLS) -> default;
+- tls: one chain per SNI set -> its TLSRoute; TLS without a matching name -> the TLSRoute
+  without hostnames if any; everything else -> default.
+
+A chain for the outbound port itself closes connections (a direct connection to the
+listener would otherwise loop), and the default chain closes too: with both roots on every
+port, only a bug could reach it, and failing closed is the safe side.
+Called by ``egress_xds.envoy.build_resources``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+from google.protobuf import duration_pb2
+
+from envoy.config.core.v3 import address_pb2, base_pb2, config_source_pb2
+from envoy.config.listener.v3 import listener_components_pb2 as lc
+from envoy.config.listener.v3 import listener_pb2
+from envoy.extensions.filters.http.router.v3 import router_pb2
+from envoy.extensions.filters.listener.http_inspector.v3 import http_inspector_pb2
+from envoy.extensions.filters.listener.original_dst.v3 import original_dst_pb2
+from envoy.extensions.filters.listener.tls_inspector.v3 import tls_inspector_pb2
+from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
+from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
+from egress_xds import ir
+from egress_xds.envoy.common import access_log, hcm_stat_prefix, pack, tcp_stat_prefix
+from egress_xds.envoy.route import route_config_name
+
+LISTENER_NAME = "outbound"
+HTTP_PROTOCOLS = ("http/1.0", "http/1.1", "h2c")
+DETECT_TIMEOUT = duration_pb2.Duration(seconds=10)
+INVALID_BACKEND_BODY = "invalid backend: a backendRef of this route cannot be resolved (see the route's status)"
+
+
+def _cidr(network: ir.IPNetwork) -> address_pb2.CidrRange:
+    return address_pb2.CidrRange(address_prefix=str(network.network_address), prefix_len={"value": network.prefixlen})
+
+
+def _tcp_proxy(stat_prefix: str, backends: Sequence[ir.Backend], access: object) -> lc.Filter:
+    proxy = tcp_proxy_pb2.TcpProxy(stat_prefix=stat_prefix, access_log=[access])  # type: ignore[list-item]
+    live = [b for b in backends if b.weight > 0]
+    valid = [b for b in live if b.kind != "invalid"]
+    if not valid:
+        proxy.cluster = ir.DENY_CLUSTER
+    elif len(live) == 1:
+        proxy.cluster = live[0].cluster
+    else:
+        for b in live:
+            proxy.weighted_clusters.clusters.add(name=b.cluster or ir.DENY_CLUSTER, weight=b.weight)
+    return lc.Filter(name="envoy.filters.network.tcp_proxy", typed_config=pack(proxy))
+
+
+def _default_backends(governor: ir.Governor) -> tuple[ir.Backend, ...]:
+    return (ir.Backend("passthrough"),) if governor.allow else (ir.Backend("invalid"),)
+
+
+def _default_filter(namespace: str, policy: ir.PortPolicy) -> lc.Filter:
+    governor = policy.governor
+    return _tcp_proxy(
+        tcp_stat_prefix(governor, policy.port_label, None),
+        _default_backends(governor),
+        access_log(namespace, governor, governor.default_route, "tcp"),
+    )
+
+
+def _route_filter(namespace: str, policy: ir.PortPolicy, route: ir.RouteRef, backends: Sequence[ir.Backend]) -> lc.Filter:
+    return _tcp_proxy(
+        tcp_stat_prefix(policy.governor, policy.port_label, route),
+        backends,
+        access_log(namespace, policy.governor, route.label, "tcp"),
+    )
+
+
+def _connection_manager(namespace: str, policy: ir.PortPolicy) -> lc.Filter:
+    manager = hcm_pb2.HttpConnectionManager(
+        stat_prefix=hcm_stat_prefix(policy.governor, policy.port_label),
+        codec_type=hcm_pb2.HttpConnectionManager.AUTO,
+        rds=hcm_pb2.Rds(
+            route_config_name=route_config_name(policy),
+            config_source=config_source_pb2.ConfigSource(ads={}, resource_api_version=config_source_pb2.V3),
+        ),
+        http_filters=[hcm_pb2.HttpFilter(name="envoy.filters.http.router", typed_config=pack(router_pb2.Router()))],
+        strip_any_host_port=True,
+        strip_trailing_host_dot=True,
+        access_log=[access_log(namespace, policy.governor, None, "http")],
+        local_reply_config=hcm_pb2.LocalReplyConfig(
+            mappers=[
+                hcm_pb2.ResponseMapper(
+                    filter={"response_flag_filter": {"flags": ["UH"]}},
+                    status_code={"value": 500},
+                    body={"inline_string": INVALID_BACKEND_BODY},
+                )
+            ]
+        ),
+    )
+    return lc.Filter(name="envoy.filters.network.http_connection_manager", typed_config=pack(manager))
+
+
+def policy_chains(
+    namespace: str, policy: ir.PortPolicy, prefixes: Sequence[ir.IPNetwork]
+) -> list[tuple[str, lc.FilterChainMatch, lc.Filter]]:
+    """(variant, match, network filter) for one governor on one port."""
+    base = lc.FilterChainMatch(prefix_ranges=[_cidr(n) for n in prefixes])
+    if policy.port is not None:
+        base.destination_port.value = policy.port
+
+    def match(**extra: object) -> lc.FilterChainMatch:
+        m = lc.FilterChainMatch()
+        m.CopyFrom(base)
+        m.MergeFrom(lc.FilterChainMatch(**extra))  # type: ignore[arg-type]
+        return m
+
+    default = _default_filter(namespace, policy)
+    if policy.protocol == "opaque":
+        return [("default", match(), default)]
+    if policy.protocol == "tcp":
+        assert policy.tcp_route is not None
+        tcp = policy.tcp_route
+        return [("tcp", match(), _route_filter(namespace, policy, tcp.route, tcp.backends))]
+    if policy.protocol in ("http", "grpc"):
+        return [
+            ("http", match(transport_protocol="raw_buffer", application_protocols=HTTP_PROTOCOLS),
+             _connection_manager(namespace, policy)),
+            ("raw", match(transport_protocol="raw_buffer"), default),
+            ("default", match(), default),
+        ]
+    chains: list[tuple[str, lc.FilterChainMatch, lc.Filter]] = []
+    for tls in policy.tls_routes:
+        if tls.server_names:
+            chains.append((f"sni:{tls.route.namespace}/{tls.route.name}", match(server_names=tls.server_names),
+                           _route_filter(namespace, policy, tls.route, tls.backends)))
+        else:
+            chains.append(("tls", match(transport_protocol="tls"),
+                           _route_filter(namespace, policy, tls.route, tls.backends)))
+    chains.append(("default", match(), default))
+    return chains
+
+
+def _port_ranges(ports: Iterable[int]) -> list[tuple[int, int]]:
+    ranges: list[tuple[int, int]] = []
+    for port in sorted(set(ports)):
+        if ranges and ranges[-1][1] == port:
+            ranges[-1] = (ranges[-1][0], port + 1)
+        else:
+            ranges.append((port, port + 1))
+    return ranges
+
+
+def _skip_detection(ports: Iterable[int]) -> lc.ListenerFilterChainMatchPredicate:
+    """Inspectors wait for the client's first bytes: skip them where no chain needs them, so
+    server-speaks-first protocols (SMTP, MySQL...) on opaque ports are not delayed."""
+    rules = [lc.ListenerFilterChainMatchPredicate(destination_port_range={"start": a, "end": b})
+             for a, b in _port_ranges(ports)]
+    if len(rules) == 1:
+        return rules[0]
+    return lc.ListenerFilterChainMatchPredicate(or_match={"rules": rules})
+
+
+def _sink_chain(name: str, stat: str, namespace: str, port: int | None) -> lc.FilterChain:
+    proxy = tcp_proxy_pb2.TcpProxy(stat_prefix=stat, cluster=ir.DENY_CLUSTER)
+    proxy.access_log.append(access_log(namespace, ir.Governor("fallback"), name, "tcp"))
+    chain = lc.FilterChain(name=name, filters=[lc.Filter(name="envoy.filters.network.tcp_proxy", typed_config=pack(proxy))])
+    if port is not None:
+        chain.filter_chain_match.destination_port.value = port
+    return chain
+
+
+def build_listener(egress: ir.NamespaceEgress) -> listener_pb2.Listener:
+    chains: list[lc.FilterChain] = []
+    for port in [None, *egress.ports]:
+        by_governor: dict[ir.Governor, list[ir.IPNetwork]] = {}
+        for dest in egress.destinations:
+            by_governor.setdefault(dest.governor, []).append(dest.network)
+        for governor in sorted(by_governor, key=lambda g: (g.kind != "egress-network", g.label)):
+            policy = egress.policy(governor, port)
+            for variant, match, network_filter in policy_chains(egress.namespace, policy, by_governor[governor]):
+                chains.append(lc.FilterChain(
+                    name=f"{policy.port_label}|{governor.label}|{variant}",
+                    filter_chain_match=match,
+                    filters=[network_filter],
+                ))
+    chains.append(_sink_chain("loop-guard", "egress.loop-guard", egress.namespace, egress.listener_port))
+
+    skip = _skip_detection([*egress.no_detect_ports, egress.listener_port])
+    listener = listener_pb2.Listener(
+        name=LISTENER_NAME,
+        address=address_pb2.Address(socket_address={"address": "0.0.0.0", "port_value": egress.listener_port}),
+        additional_addresses=[
+            listener_pb2.AdditionalAddress(
+                address=address_pb2.Address(socket_address={"address": "::", "port_value": egress.listener_port})
+            )
+        ],
+        traffic_direction=base_pb2.OUTBOUND,
+        listener_filters=[
+            lc.ListenerFilter(name="envoy.filters.listener.original_dst", typed_config=pack(original_dst_pb2.OriginalDst())),
+            lc.ListenerFilter(name="envoy.filters.listener.tls_inspector",
+                              typed_config=pack(tls_inspector_pb2.TlsInspector()), filter_disabled=skip),
+            lc.ListenerFilter(name="envoy.filters.listener.http_inspector",
+                              typed_config=pack(http_inspector_pb2.HttpInspector()), filter_disabled=skip),
+        ],
+        listener_filters_timeout=DETECT_TIMEOUT,
+        continue_on_listener_filters_timeout=True,
+        filter_chains=chains,
+        default_filter_chain=_sink_chain("unmatched", "egress.unmatched", egress.namespace, None),
+    )
+    return listener

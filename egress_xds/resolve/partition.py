@@ -1,0 +1,141 @@
+"""The egress address partition: which EgressNetwork governs each destination IP (spec §2).
+
+In: the candidate EgressNetworks of one client namespace and the options.
+Out: ``Destination`` prefixes, each labelled with its governor, such that Envoy's
+longest-prefix match over them gives exactly the spec's winner for every address.
+Called by ``resolve.namespace`` while building a namespace's IR; also exposes
+``egress_accepted`` (the EgressNetwork Accepted condition, spec §5).
+
+Why this works: let S be every CIDR and except of the candidates, the cluster networks and
+the two roots. For an address a, the prefixes of S that contain a are exactly the ancestors
+(in S) of a's longest match P, so every rule of §2 evaluates the same for a as for P.
+Evaluating the rules once per prefix of S, then dropping a prefix whose governor equals its
+nearest kept ancestor's, yields a minimal, exact partition.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable, Sequence
+
+from egress_xds.ir import Destination, Governor, IPNetwork
+from egress_xds.model.objects import EgressNetwork
+from egress_xds.resolve.world import TranslatorOptions, age_order
+
+ROOTS: tuple[IPNetwork, ...] = (ipaddress.ip_network("0.0.0.0/0"), ipaddress.ip_network("::/0"))
+
+Entry = tuple[IPNetwork, tuple[IPNetwork, ...]]
+
+
+def block_size(net: IPNetwork) -> int:
+    """Addresses a prefix counts for precedence (spec §2.3).
+
+    1. IPv4 counts hosts, for parity with Linkerd: a prefix shorter than /31 loses its
+       network and broadcast addresses; /31 counts 2 and /32 counts 1.
+    2. IPv6 counts every address, as an exact integer (no overflow at /64 and shorter).
+    """
+    if net.version == 4 and net.prefixlen < 31:
+        return net.num_addresses - 2
+    return net.num_addresses
+
+
+def entries(en: EgressNetwork, options: TranslatorOptions) -> tuple[Entry, ...]:
+    """The networks of an EgressNetwork; omitted ``networks`` means everything outside the
+    cluster networks (spec §1)."""
+    if en.spec.networks is not None:
+        return tuple((n.cidr, n.except_) for n in en.spec.networks)
+    return tuple(
+        (root, tuple(c for c in options.cluster_networks if c.version == root.version)) for root in ROOTS
+    )
+
+
+def _contains(outer: IPNetwork, inner: IPNetwork) -> bool:
+    return outer.version == inner.version and inner.subnet_of(outer)  # type: ignore[arg-type]
+
+
+def entry_matches(entry: Entry, prefix: IPNetwork) -> bool:
+    cidr, excepts = entry
+    return _contains(cidr, prefix) and not any(_contains(e, prefix) for e in excepts)
+
+
+def entry_block(entry: Entry) -> int:
+    cidr, excepts = entry
+    return block_size(cidr) - sum(block_size(e) for e in excepts)
+
+
+def egress_accepted(en: EgressNetwork, options: TranslatorOptions) -> str | None:
+    """None when accepted; otherwise the overlap that makes it EgressReasonNetworkOverlap.
+
+    An overlap with a cluster network is fine when the excepts cover all of it.
+    """
+    for cidr, excepts in entries(en, options):
+        for cluster in options.cluster_networks:
+            if cluster.version != cidr.version or not cidr.overlaps(cluster):  # type: ignore[arg-type]
+                continue
+            overlap = cidr if _contains(cluster, cidr) else cluster
+            covered = [e if _contains(overlap, e) else overlap for e in excepts if e.overlaps(overlap)]  # type: ignore[arg-type]
+            covered_size = sum(n.num_addresses for n in ipaddress.collapse_addresses(covered))  # type: ignore[arg-type]
+            if covered_size < overlap.num_addresses:
+                return f"{cidr} overlaps cluster network {cluster}"
+    return None
+
+
+def governor_of(en: EgressNetwork) -> Governor:
+    return Governor("egress-network", en.metadata.namespace, en.metadata.name, en.spec.trafficPolicy == "Allow")
+
+
+FALLBACK = Governor("fallback")
+CLUSTER = Governor("cluster")
+
+
+def decide(
+    prefix: IPNetwork,
+    candidates: Sequence[tuple[EgressNetwork, tuple[Entry, ...]]],
+    cluster_networks: Sequence[IPNetwork],
+) -> Governor:
+    """The governor of every address whose longest match in S is ``prefix`` (spec §2.2-2.4)."""
+    best: tuple[int, tuple[object, ...], EgressNetwork] | None = None
+    for en, en_entries in candidates:
+        sizes = [entry_block(e) for e in en_entries if entry_matches(e, prefix)]
+        if not sizes:
+            continue
+        # 3. smallest matched block, then oldest, then namespace, then name.
+        key = (min(sizes), age_order(en))
+        if best is None or key < (best[0], best[1]):
+            best = (key[0], key[1], en)
+    if best is not None:
+        return governor_of(best[2])
+    if any(_contains(c, prefix) for c in cluster_networks):
+        return CLUSTER
+    return FALLBACK
+
+
+def _sort_key(net: IPNetwork) -> tuple[int, int, int]:
+    return (net.version, net.prefixlen, int(net.network_address))
+
+
+def egress_partition(candidates: Iterable[EgressNetwork], options: TranslatorOptions) -> tuple[Destination, ...]:
+    """Disjoint-by-longest-prefix destinations for one client namespace, sorted."""
+    with_entries = [(en, entries(en, options)) for en in candidates]
+    boundaries: set[IPNetwork] = set(ROOTS) | set(options.cluster_networks)
+    for _en, en_entries in with_entries:
+        for cidr, excepts in en_entries:
+            boundaries.add(cidr)
+            boundaries.update(excepts)
+    kept: list[Destination] = []
+    # Shorter prefixes first, so a prefix's kept ancestors are known when it is reached.
+    for prefix in sorted(boundaries, key=_sort_key):
+        governor = decide(prefix, with_entries, options.cluster_networks)
+        parent = _nearest_kept_ancestor(kept, prefix)
+        if parent is None or parent.governor != governor:
+            kept.append(Destination(prefix, governor))
+    return tuple(sorted(kept, key=lambda d: _sort_key(d.network)))
+
+
+def _nearest_kept_ancestor(kept: Sequence[Destination], prefix: IPNetwork) -> Destination | None:
+    best: Destination | None = None
+    for dest in kept:
+        if dest.network != prefix and _contains(dest.network, prefix):
+            if best is None or dest.network.prefixlen > best.network.prefixlen:
+                best = dest
+    return best

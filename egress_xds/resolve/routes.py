@@ -1,0 +1,219 @@
+"""Route attachment to EgressNetworks, backend resolution and route/EgressNetwork statuses.
+
+In: a ``World``.
+Out: ``Attachments``: which routes are programmed on each (EgressNetwork, port), with their
+backends resolved per parent, and the status of every EgressNetwork and route (spec §3, §5).
+Statuses are global (one per object); programming per client namespace happens in
+``resolve.namespace``. Called by ``egress_xds.translate`` once per world change.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from egress_xds import ir
+from egress_xds.model.objects import (
+    POLICY_GROUP,
+    ROUTE_KIND_RANK,
+    BackendRef,
+    EgressNetwork,
+    GRPCRoute,
+    HTTPRoute,
+    ParentRef,
+    Route,
+    TCPRoute,
+    TLSRoute,
+)
+from egress_xds.resolve.partition import egress_accepted
+from egress_xds.resolve.world import World
+
+SUPPORTED_HTTP_FILTERS = ("RequestHeaderModifier", "ResponseHeaderModifier", "RequestRedirect", "URLRewrite")
+SUPPORTED_GRPC_FILTERS = ("RequestHeaderModifier", "ResponseHeaderModifier")
+
+ENKey = tuple[str, str]
+
+
+@dataclass(frozen=True)
+class Condition:
+    type: str
+    status: str  # "True" | "False"
+    reason: str
+    message: str = ""
+
+    def as_dict(self) -> dict[str, str]:
+        return {"type": self.type, "status": self.status, "reason": self.reason, "message": self.message}
+
+
+def _true(kind: str) -> Condition:
+    return Condition(kind, "True", kind)
+
+
+@dataclass(frozen=True)
+class ParentStatus:
+    """The route's status towards one EgressNetwork parentRef."""
+
+    parent_ref: ParentRef
+    egress_network: ENKey
+    accepted: Condition
+    resolved_refs: Condition
+    # Backends per rule (index-aligned with spec.rules), resolved against this parent.
+    backends: tuple[tuple[ir.Backend, ...], ...] = ()
+
+    @property
+    def programmed(self) -> bool:
+        return self.accepted.status == "True"
+
+
+@dataclass(frozen=True)
+class RouteStatus:
+    route: Route
+    parents: tuple[ParentStatus, ...]
+
+
+@dataclass
+class Attachments:
+    """Result of attaching all routes of a world."""
+
+    egress_status: dict[ENKey, Condition] = field(default_factory=dict)
+    route_status: list[RouteStatus] = field(default_factory=list)
+    # (EgressNetwork namespace, name, port) -> programmed (route, parent status), oldest first
+    programmed: dict[tuple[str, str, int], list[tuple[Route, ParentStatus]]] = field(default_factory=dict)
+
+    def accepted(self, key: ENKey) -> bool:
+        cond = self.egress_status.get(key)
+        return cond is not None and cond.status == "True"
+
+
+def egress_condition(en: EgressNetwork, world: World) -> Condition:
+    overlap = egress_accepted(en, world.options)
+    if overlap is None:
+        return _true("Accepted")
+    return Condition("Accepted", "False", "EgressReasonNetworkOverlap", f"networks overlap with clusterNetworks: {overlap}")
+
+
+def resolve_backend(route: Route, ref: BackendRef, parent: ENKey, world: World) -> tuple[ir.Backend, Condition | None]:
+    """One backendRef -> an IR backend and, when invalid, the ResolvedRefs condition (spec §3)."""
+    namespace = ref.namespace or route.metadata.namespace  # Decision: the Gateway API rule.
+    label = f"{namespace}/{ref.name}"
+
+    def invalid(reason: str, message: str) -> tuple[ir.Backend, Condition]:
+        backend = ir.Backend("invalid", ref.weight, namespace, ref.name, reason=f"{reason}: {message}")
+        return backend, Condition("ResolvedRefs", "False", reason, message)
+
+    if ref.group == POLICY_GROUP and ref.kind == "EgressNetwork":
+        if (namespace, ref.name) not in world.egress_networks:
+            return invalid("BackendNotFound", f"EgressNetwork {label} not found")
+        if (namespace, ref.name) != parent:
+            return invalid(
+                "InvalidKind",
+                "EgressNetwork backend needs to be on a route that has an EgressNetwork parent"
+                f" ({label} is not the parent {parent[0]}/{parent[1]})",
+            )
+        return ir.Backend("passthrough", ref.weight, namespace, ref.name), None
+    if ref.group in ("", "core") and ref.kind == "Service":
+        if ref.port is None:
+            return invalid("UnsupportedValue", f"Service backend {label} needs a port")
+        service = world.services.get((namespace, ref.name))
+        if service is None:
+            return invalid("BackendNotFound", f"Service {label} not found")
+        if service.spec.clusterIP is None:
+            return invalid("BackendNotFound", f"Service {label} has no clusterIP")
+        if service.spec.ports and ref.port not in {p.port for p in service.spec.ports}:
+            return invalid("BackendNotFound", f"Service {label} has no port {ref.port}")
+        return ir.Backend("service", ref.weight, namespace, ref.name, service.spec.clusterIP, ref.port), None
+    group_kind = f"{ref.group}/{ref.kind}" if ref.group else ref.kind
+    return invalid("InvalidKind", f"backendRef kind {group_kind} is not supported (use Service or EgressNetwork)")
+
+
+def _rules(route: Route) -> Sequence[Any]:
+    return route.spec.rules
+
+
+def _route_problem(route: Route, port: int, en: EgressNetwork, world: World) -> str | None:
+    """Why the route cannot be programmed on this parent (Accepted=False UnsupportedValue)."""
+    if isinstance(route, TLSRoute | TCPRoute) and len(route.spec.rules) != 1:
+        return f"{route.kind} must have exactly one rule, found {len(route.spec.rules)}"
+    if isinstance(route, HTTPRoute | GRPCRoute):
+        allowed = SUPPORTED_HTTP_FILTERS if isinstance(route, HTTPRoute) else SUPPORTED_GRPC_FILTERS
+        for i, rule in enumerate(route.spec.rules):
+            for f in rule.filters:
+                if f.type not in allowed:
+                    return f"spec.rules[{i}].filters: filter type {f.type} is not supported (supported: {', '.join(allowed)})"
+    for i, rule in enumerate(_rules(route)):
+        for j, ref in enumerate(rule.backendRefs):
+            if ref.filters:
+                return f"spec.rules[{i}].backendRefs[{j}].filters: backend filters are not supported"
+    if not isinstance(route, TCPRoute) and port in world.opaque_ports(en):
+        return f"port {port} is opaque on EgressNetwork {en.metadata.namespace}/{en.metadata.name}; only a TCPRoute applies there"
+    return None
+
+
+def attach_routes(world: World) -> Attachments:
+    result = Attachments()
+    for key, en in world.egress_networks.items():
+        result.egress_status[key] = egress_condition(en, world)
+
+    # First pass: per-parent checks that do not depend on other routes.
+    pending: list[tuple[Route, list[tuple[ParentRef, ENKey, Condition | None]]]] = []
+    for route in world.routes:
+        parents: list[tuple[ParentRef, ENKey, Condition | None]] = []
+        seen: set[tuple[ENKey, int | None]] = set()
+        for ref in route.spec.parentRefs:
+            if not ref.is_egress_network:
+                continue  # another controller's parent: not ours to judge or program
+            key = (ref.namespace or route.metadata.namespace, ref.name)
+            if (key, ref.port) in seen:
+                continue  # the same parent twice: one status entry, programmed once
+            seen.add((key, ref.port))
+            en = world.egress_networks.get(key)
+            cond: Condition | None = None
+            if en is None:
+                cond = Condition("Accepted", "False", "NoMatchingParent", f"EgressNetwork {key[0]}/{key[1]} not found")
+            elif not result.accepted(key):
+                cond = Condition("Accepted", "False", "NoMatchingParent", "EgressNetwork parent has not been accepted")
+            elif ref.port is None:
+                cond = Condition("Accepted", "False", "UnsupportedValue",
+                                 "a parentRef to an EgressNetwork must set port")
+            else:
+                problem = _route_problem(route, ref.port, en, world)
+                if problem:
+                    cond = Condition("Accepted", "False", "UnsupportedValue", problem)
+            parents.append((ref, key, cond))
+        if parents:
+            pending.append((route, parents))
+
+    # Second pass: kinds do not mix on one (EgressNetwork, port); the highest kind wins.
+    best_rank: dict[tuple[str, str, int], int] = {}
+    for route, parents in pending:
+        for ref, key, cond in parents:
+            if cond is None and ref.port is not None:
+                slot = (key[0], key[1], ref.port)
+                best_rank[slot] = min(best_rank.get(slot, 99), ROUTE_KIND_RANK[route.kind])
+
+    for route, parents in pending:
+        statuses: list[ParentStatus] = []
+        for ref, key, cond in parents:
+            if cond is None and ref.port is not None:
+                slot = (key[0], key[1], ref.port)
+                if ROUTE_KIND_RANK[route.kind] > best_rank[slot]:
+                    winner = next(k for k, r in ROUTE_KIND_RANK.items() if r == best_rank[slot])
+                    cond = Condition("Accepted", "False", "RouteReasonConflicted",
+                                     f"a {winner} on EgressNetwork {key[0]}/{key[1]} port {ref.port} takes precedence")
+            backends: list[tuple[ir.Backend, ...]] = []
+            resolved: Condition | None = None
+            for rule in _rules(route):
+                rule_backends: list[ir.Backend] = []
+                for backend_ref in rule.backendRefs:
+                    backend, problem = resolve_backend(route, backend_ref, key, world)
+                    rule_backends.append(backend)
+                    if problem is not None and resolved is None:
+                        resolved = problem
+                backends.append(tuple(rule_backends))
+            status = ParentStatus(ref, key, cond or _true("Accepted"), resolved or _true("ResolvedRefs"), tuple(backends))
+            statuses.append(status)
+            if status.programmed and ref.port is not None:
+                result.programmed.setdefault((key[0], key[1], ref.port), []).append((route, status))
+        result.route_status.append(RouteStatus(route, tuple(statuses)))
+    return result
