@@ -241,7 +241,8 @@ class NamespaceEgress:
     destinations: tuple[Destination, ...]
     ports: tuple[int, ...]
     policies: tuple[PortPolicy, ...]
-    # Ports on which the listener skips protocol detection (opaque on every governor).
+    # Ports on which the listener skips protocol detection (opaque for every
+    # EgressNetwork): connections there are opaque bytes, whatever they carry.
     no_detect_ports: tuple[int, ...] = ()
     services: tuple[Backend, ...] = field(default=())
 

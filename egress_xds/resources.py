@@ -27,9 +27,29 @@ SHORT_NAMES = {CLUSTER: "clusters", ENDPOINT: "endpoints", LISTENER: "listeners"
 Resources = Mapping[str, Mapping[str, Message]]
 
 
+# Fields of type Struct or map, whose keys protobuf keeps in no particular order.
+_UNORDERED = frozenset({"json_format", "typed_extension_protocol_options", "filter_metadata"})
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):  # includes the OrderedDicts json_format uses for Any
+        return {k: (_sorted(v) if k in _UNORDERED else _plain(v)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _sorted(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(value[k]) for k in sorted(value)}
+    return _plain(value)
+
+
 def message_to_dict(message: Message) -> dict[str, Any]:
-    """Envoy's JSON form of one message (proto field names, ``@type`` on Any)."""
-    return json_format.MessageToDict(message, preserving_proto_field_name=True)
+    """Envoy's JSON form of one message (proto field names, ``@type`` on Any), as plain
+    dicts and lists so that YAML and JSON render it alike."""
+    result: dict[str, Any] = _plain(json_format.MessageToDict(message, preserving_proto_field_name=True))
+    return result
 
 
 def dump(resources: Resources) -> dict[str, list[dict[str, Any]]]:

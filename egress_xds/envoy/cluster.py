@@ -7,11 +7,11 @@ Called by ``egress_xds.envoy.build_resources``.
 
 from __future__ import annotations
 
-from google.protobuf import duration_pb2
-
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.endpoint.v3 import endpoint_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
+from google.protobuf import duration_pb2
+
 from egress_xds import ir
 from egress_xds.envoy.common import pack
 

@@ -6,18 +6,21 @@ In: IR values. Out: protobuf messages. Called by ``envoy.listener``, ``envoy.rou
 
 from __future__ import annotations
 
+from envoy.config.accesslog.v3 import accesslog_pb2
+from envoy.extensions.access_loggers.stream.v3 import stream_pb2
 from google.protobuf import any_pb2
 from google.protobuf.message import Message
 
-from envoy.config.accesslog.v3 import accesslog_pb2
-from envoy.extensions.access_loggers.stream.v3 import stream_pb2
 from egress_xds import ir
 
 
 def pack(message: Message) -> any_pb2.Any:
-    packed = any_pb2.Any()
-    packed.Pack(message)
-    return packed
+    """Any with deterministic bytes: map fields (the access log's JSON format) are sorted,
+    so equal configs serialize identically and hash to the same version."""
+    return any_pb2.Any(
+        type_url=f"type.googleapis.com/{message.DESCRIPTOR.full_name}",
+        value=message.SerializeToString(deterministic=True),
+    )
 
 
 def stat_name(value: str) -> str:
@@ -45,13 +48,13 @@ def tcp_stat_prefix(governor: ir.Governor, port_label: str, route: ir.RouteRef |
     return f"egress.{governor_stat(governor)}.{port_label}.{label}"
 
 
-def access_log(namespace: str, governor: ir.Governor, route: str | None, protocol: str) -> accesslog_pb2.AccessLog:
+def access_log(namespace: str, egress_network: str, route: str | None, protocol: str) -> accesslog_pb2.AccessLog:
     """One JSON line per connection (TCP) or request (HTTP) on stdout, naming the client
     namespace, the EgressNetwork, the port and the route (spec §6)."""
     fields: dict[str, str] = {
         "time": "%START_TIME%",
         "namespace": namespace,
-        "egress_network": governor.label,
+        "egress_network": egress_network,
         "protocol": protocol,
         "destination": "%DOWNSTREAM_LOCAL_ADDRESS%",
         "port": "%DOWNSTREAM_LOCAL_PORT%",

@@ -26,8 +26,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-from google.protobuf import duration_pb2
-
 from envoy.config.core.v3 import address_pb2, base_pb2, config_source_pb2
 from envoy.config.listener.v3 import listener_components_pb2 as lc
 from envoy.config.listener.v3 import listener_pb2
@@ -35,8 +33,12 @@ from envoy.extensions.filters.http.router.v3 import router_pb2
 from envoy.extensions.filters.listener.http_inspector.v3 import http_inspector_pb2
 from envoy.extensions.filters.listener.original_dst.v3 import original_dst_pb2
 from envoy.extensions.filters.listener.tls_inspector.v3 import tls_inspector_pb2
-from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
+from envoy.extensions.filters.network.http_connection_manager.v3 import (
+    http_connection_manager_pb2 as hcm_pb2,
+)
 from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
+from google.protobuf import duration_pb2
+
 from egress_xds import ir
 from egress_xds.envoy.common import access_log, hcm_stat_prefix, pack, tcp_stat_prefix
 from egress_xds.envoy.route import route_config_name
@@ -74,7 +76,7 @@ def _default_filter(namespace: str, policy: ir.PortPolicy) -> lc.Filter:
     return _tcp_proxy(
         tcp_stat_prefix(governor, policy.port_label, None),
         _default_backends(governor),
-        access_log(namespace, governor, governor.default_route, "tcp"),
+        access_log(namespace, governor.label, governor.default_route, "tcp"),
     )
 
 
@@ -82,7 +84,7 @@ def _route_filter(namespace: str, policy: ir.PortPolicy, route: ir.RouteRef, bac
     return _tcp_proxy(
         tcp_stat_prefix(policy.governor, policy.port_label, route),
         backends,
-        access_log(namespace, policy.governor, route.label, "tcp"),
+        access_log(namespace, policy.governor.label, route.label, "tcp"),
     )
 
 
@@ -97,7 +99,7 @@ def _connection_manager(namespace: str, policy: ir.PortPolicy) -> lc.Filter:
         http_filters=[hcm_pb2.HttpFilter(name="envoy.filters.http.router", typed_config=pack(router_pb2.Router()))],
         strip_any_host_port=True,
         strip_trailing_host_dot=True,
-        access_log=[access_log(namespace, policy.governor, None, "http")],
+        access_log=[access_log(namespace, policy.governor.label, None, "http")],
         local_reply_config=hcm_pb2.LocalReplyConfig(
             mappers=[
                 hcm_pb2.ResponseMapper(
@@ -173,7 +175,7 @@ def _skip_detection(ports: Iterable[int]) -> lc.ListenerFilterChainMatchPredicat
 
 def _sink_chain(name: str, stat: str, namespace: str, port: int | None) -> lc.FilterChain:
     proxy = tcp_proxy_pb2.TcpProxy(stat_prefix=stat, cluster=ir.DENY_CLUSTER)
-    proxy.access_log.append(access_log(namespace, ir.Governor("fallback"), name, "tcp"))
+    proxy.access_log.append(access_log(namespace, "none", name, "tcp"))
     chain = lc.FilterChain(name=name, filters=[lc.Filter(name="envoy.filters.network.tcp_proxy", typed_config=pack(proxy))])
     if port is not None:
         chain.filter_chain_match.destination_port.value = port

@@ -9,12 +9,12 @@ Called by ``envoy.listener`` (for the RDS name) and ``egress_xds.envoy.build_res
 
 from __future__ import annotations
 
-from google.protobuf import duration_pb2
-
 from envoy.config.core.v3 import base_pb2
 from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.config.route.v3 import route_pb2
 from envoy.type.matcher.v3 import regex_pb2, string_pb2
+from google.protobuf import duration_pb2
+
 from egress_xds import ir
 from egress_xds.envoy.common import route_stat
 

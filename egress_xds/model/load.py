@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -36,9 +36,9 @@ class LoadError:
     message: str
 
     def __str__(self) -> str:
-        obj = f"{self.kind} {self.namespace}/{self.name}" if self.name else (self.kind or "document")
-        where = f" field {self.field}" if self.field else ""
-        return f"{self.file}: {obj}:{where}: {self.message}"
+        obj = f"{self.kind} {self.namespace}/{self.name}" if self.name else self.kind
+        parts = [self.file, obj, f"field {self.field}" if self.field else "", self.message]
+        return ": ".join(p for p in parts if p)
 
     def as_dict(self) -> dict[str, str]:
         return {
@@ -79,8 +79,7 @@ def _iter_documents(text: str, file: str) -> Iterator[tuple[int, Any]]:
     if file.endswith(".json"):
         yield 0, json.loads(text)
         return
-    for index, doc in enumerate(yaml.safe_load_all(text)):
-        yield index, doc
+    yield from enumerate(yaml.safe_load_all(text))
 
 
 def _flatten(doc: Any) -> Iterator[Any]:
@@ -97,7 +96,8 @@ def parse_document(doc: Any, file: str) -> tuple[TopLevel | None, LoadError | No
         return None, LoadError(file, "", "", "", "", f"document is a {type(doc).__name__}, not an object"), None
     kind = doc.get("kind")
     api_version = doc.get("apiVersion")
-    meta = doc.get("metadata") if isinstance(doc.get("metadata"), dict) else {}
+    raw_meta = doc.get("metadata")
+    meta: dict[str, Any] = raw_meta if isinstance(raw_meta, dict) else {}
     name = str(meta.get("name", ""))
     namespace = str(meta.get("namespace", "default"))
     if not isinstance(kind, str) or not isinstance(api_version, str):
@@ -133,6 +133,8 @@ def parse_text(text: str, file: str) -> LoadResult:
                 if obj is not None:
                     result.objects.append(obj)
                 if error is not None:
+                    if not error.name:  # nothing else identifies it: say which document
+                        error = replace(error, message=f"document {index + 1}: {error.message}")
                     result.errors.append(error)
                 if notice is not None:
                     result.notices.append(notice)

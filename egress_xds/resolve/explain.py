@@ -135,15 +135,15 @@ def _backend_label(backend: ir.Backend, destination: str) -> str:
     return f"invalid {backend.namespace}/{backend.name}"
 
 
-def default_verdict(policy: ir.PortPolicy, destination: str, traffic: str) -> Verdict:
+def default_verdict(policy: ir.PortPolicy, destination: str, traffic: str, port: int) -> Verdict:
     governor = policy.governor
     en = governor.label
     if governor.allow:
         return Verdict(en, "default", "forward", destination,
-                       f"no route of {en} matches this {traffic} traffic on port {policy.port_label}; trafficPolicy Allow forwards")
+                       f"no route of {en} matches this {traffic} traffic on port {port}; trafficPolicy Allow forwards")
     how = {"http": "HTTP 403", "grpc": "gRPC PERMISSION_DENIED"}.get(traffic, "the connection is closed")
     return Verdict(en, "default", "deny", None,
-                   f"no route of {en} matches this {traffic} traffic on port {policy.port_label}; trafficPolicy Deny: {how}")
+                   f"no route of {en} matches this {traffic} traffic on port {port}; trafficPolicy Deny: {how}")
 
 
 def explain(
@@ -168,6 +168,8 @@ def explain(
         return Verdict(None, None, "forward", destination, f"no EgressNetwork matches {address} ({where}); forwarded unchanged")
     policy = egress.policy(governor, port)
     traffic = "tls" if sni is not None else "http" if (host is not None or path is not None or method is not None) else "opaque"
+    if port in egress.no_detect_ports:
+        traffic = "opaque"  # the listener does not inspect bytes on opaque ports
     en = governor.label
 
     if policy.protocol == "tcp" and policy.tcp_route is not None:
@@ -186,5 +188,5 @@ def explain(
                     return Verdict(en, rule.route.label, "redirect", None,
                                    f"{rule.route.label} answers with HTTP {rule.redirect.status} (RequestRedirect)")
                 return backends_verdict(rule.backends, destination, en, rule.route.label)
-        return default_verdict(policy, destination, "grpc" if policy.protocol == "grpc" else "http")
-    return default_verdict(policy, destination, traffic)
+        return default_verdict(policy, destination, "grpc" if policy.protocol == "grpc" else "http", port)
+    return default_verdict(policy, destination, traffic, port)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 from egress_xds import ir
 from egress_xds.model.objects import (
@@ -113,7 +114,8 @@ def _filters(filters: Sequence[HTTPRouteFilter]) -> dict[str, object]:
 
 def http_rules(route: HTTPRoute | GRPCRoute, status: ParentStatus) -> list[ir.HttpRule]:
     rules: list[ir.HttpRule] = []
-    for i, rule in enumerate(route.spec.rules):
+    route_rules: Sequence[Any] = route.spec.rules
+    for i, rule in enumerate(route_rules):
         backends = status.backends[i] if status.backends[i] else (PASSTHROUGH,)
         extras = _filters(rule.filters)
         for j, match in enumerate(rule.matches):
@@ -280,44 +282,40 @@ def translate_namespace(world: World, attachments: Attachments, namespace: str) 
     destinations = egress_partition(candidates, world.options)
     governors = sorted({d.governor for d in destinations})
     by_governor = {governor_of(en): en for en in candidates}
+    egress_governors = [g for g in governors if g in by_governor]
 
     # Routes this namespace sees on each (governor, port): producer routes of the
     # EgressNetwork's namespace, and consumer routes living in this namespace.
     visible: dict[tuple[ir.Governor, int], list[tuple[Route, ParentStatus]]] = {}
-    ports: set[int] = set()
-    for governor in governors:
-        en = by_governor.get(governor)
-        if en is None:
-            continue
-        ports |= world.opaque_ports(en)
-        for (en_ns, en_name, port), items in attachments.programmed.items():
-            if (en_ns, en_name) != (governor.namespace, governor.name):
-                continue
-            seen = [(r, s) for r, s in items if r.metadata.namespace in (en_ns, namespace)]
+    for governor in egress_governors:
+        for port, items in attachments.programmed_on((governor.namespace, governor.name)).items():
+            seen = [(r, s) for r, s in items if r.metadata.namespace in (governor.namespace, namespace)]
             if seen:
                 visible[(governor, port)] = seen
-                ports.add(port)
+
+    # Opaque ports need no chains of their own when every EgressNetwork treats them as
+    # opaque: the listener then skips protocol detection there, so the port-less chains
+    # see raw bytes and apply the default opaque action. A port that some treat as opaque
+    # and others not, or that has routes, gets its own copy of the partition.
+    opaque_sets = [world.opaque_ports(by_governor[g]) for g in egress_governors]
+    maybe_opaque = set().union(*opaque_sets) if opaque_sets else set(world.options.opaque_ports)
+    everywhere_opaque = {p for p in maybe_opaque if all(p in s for s in opaque_sets)}
+    ports = {port for _, port in visible} | (maybe_opaque - everywhere_opaque)
     ports.discard(world.options.outbound_port)
 
     policies: list[ir.PortPolicy] = []
     for governor in governors:
         en = by_governor.get(governor)
-        for port in [None, *sorted(ports)]:
-            items = visible.get((governor, port), []) if port is not None else []
-            policies.append(port_policy(governor, en, port, items, world))
+        policies.append(port_policy(governor, en, None, [], world))
+        for port in sorted(ports):
+            policies.append(port_policy(governor, en, port, visible.get((governor, port), []), world))
 
-    no_detect = tuple(
-        sorted(
-            p for p in ports
-            if all(pol.protocol in ("opaque", "tcp") for pol in policies if pol.port == p)
-        )
-    )
     return ir.NamespaceEgress(
         namespace=namespace,
         listener_port=world.options.outbound_port,
         destinations=destinations,
         ports=tuple(sorted(ports)),
         policies=tuple(policies),
-        no_detect_ports=no_detect,
+        no_detect_ports=tuple(sorted(everywhere_opaque - {world.options.outbound_port})),
         services=_services(policies),
     )

