@@ -21,6 +21,7 @@ from egress_xds.resolve.status import invalid_objects
 from egress_xds.resolve.world import (
     DEFAULT_CLUSTER_NETWORKS,
     DEFAULT_CONTROLLER_NAME,
+    DEFAULT_DETECT_TIMEOUT_MS,
     DEFAULT_GLOBAL_NAMESPACE,
     DEFAULT_OPAQUE_PORTS,
     DEFAULT_OUTBOUND_PORT,
@@ -41,6 +42,9 @@ def add_translator_options(parser: argparse.ArgumentParser) -> None:
                        help="ports that skip protocol detection (default: %(default)s)")
     group.add_argument("--controller-name", default=DEFAULT_CONTROLLER_NAME,
                        help="controllerName in route statuses (default: %(default)s)")
+    group.add_argument("--detect-timeout", type=float, default=DEFAULT_DETECT_TIMEOUT_MS / 1000, metavar="SECONDS",
+                       help="how long to wait for a client's first bytes to detect TLS/HTTP before treating "
+                            "the connection as opaque (default: %(default)s)")
 
 
 def translator_options(args: argparse.Namespace) -> TranslatorOptions:
@@ -54,12 +58,15 @@ def translator_options(args: argparse.Namespace) -> TranslatorOptions:
         raise SystemExit(f"egress-xds: --opaque-ports: {err}") from None
     if not 1 <= args.outbound_port <= 65535:
         raise SystemExit("egress-xds: --outbound-port must be within 1-65535")
+    if not 0 < args.detect_timeout <= 3600:
+        raise SystemExit("egress-xds: --detect-timeout must be more than 0 and at most 3600 seconds")
     return TranslatorOptions(
         cluster_networks=networks,
         global_namespace=args.global_egress_namespace,
         outbound_port=args.outbound_port,
         opaque_ports=opaque,
         controller_name=args.controller_name,
+        detect_timeout_ms=round(args.detect_timeout * 1000),
     )
 
 

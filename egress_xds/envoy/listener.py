@@ -45,7 +45,6 @@ from egress_xds.envoy.route import route_config_name
 
 LISTENER_NAME = "outbound"
 HTTP_PROTOCOLS = ("http/1.0", "http/1.1", "h2c")
-DETECT_TIMEOUT = duration_pb2.Duration(seconds=10)
 INVALID_BACKEND_BODY = "invalid backend: a backendRef of this route cannot be resolved (see the route's status)"
 
 
@@ -215,7 +214,8 @@ def build_listener(egress: ir.NamespaceEgress) -> listener_pb2.Listener:
             lc.ListenerFilter(name="envoy.filters.listener.http_inspector",
                               typed_config=pack(http_inspector_pb2.HttpInspector()), filter_disabled=skip),
         ],
-        listener_filters_timeout=DETECT_TIMEOUT,
+        listener_filters_timeout=duration_pb2.Duration(
+            seconds=egress.detect_timeout_ms // 1000, nanos=(egress.detect_timeout_ms % 1000) * 1_000_000),
         continue_on_listener_filters_timeout=True,
         filter_chains=chains,
         default_filter_chain=_sink_chain("unmatched", "egress.unmatched", egress.namespace, None),

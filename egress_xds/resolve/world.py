@@ -29,6 +29,7 @@ DEFAULT_OPAQUE_PORTS = (25, 587, 3306, 4444, 5432, 6379, 9300, 11211)
 DEFAULT_GLOBAL_NAMESPACE = "linkerd-egress"
 DEFAULT_OUTBOUND_PORT = 15001
 DEFAULT_CONTROLLER_NAME = "egress-xds.io/policy-controller"
+DEFAULT_DETECT_TIMEOUT_MS = 10_000
 
 
 def _networks(values: Iterable[str | IPNetwork]) -> tuple[IPNetwork, ...]:
@@ -48,6 +49,9 @@ class TranslatorOptions:
     outbound_port: int = DEFAULT_OUTBOUND_PORT
     opaque_ports: frozenset[int] = frozenset(DEFAULT_OPAQUE_PORTS)
     controller_name: str = DEFAULT_CONTROLLER_NAME
+    # How long the listener waits for a client's first bytes to detect TLS/HTTP before
+    # treating the connection as opaque (Linkerd's detect timeout is 10 s as well).
+    detect_timeout_ms: int = DEFAULT_DETECT_TIMEOUT_MS
 
     @staticmethod
     def networks(values: Iterable[str | IPNetwork]) -> tuple[IPNetwork, ...]:
