@@ -9,6 +9,8 @@ Called by ``envoy.listener`` (for the RDS name) and ``egress_xds.envoy.build_res
 
 from __future__ import annotations
 
+import re
+
 from envoy.config.core.v3 import base_pb2
 from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.config.route.v3 import route_pb2
@@ -112,22 +114,46 @@ def _apply_backends(route: rc.Route, backends: tuple[ir.Backend, ...], grpc: boo
     route.route.CopyFrom(action)
 
 
-def _rule_route(rule: ir.HttpRule, grpc: bool) -> rc.Route:
+def replace_prefix(prefix: str, replacement: str) -> regex_pb2.RegexMatchAndSubstitute:
+    """Gateway API ReplacePrefixMatch as a regex rewrite. Envoy's ``prefix_rewrite`` is a
+    plain string substitution (``/`` -> ``/xyz`` turns ``/bar`` into ``/xyzbar``); Gateway
+    API replaces whole path elements (``/xyz/bar``), and ``/foo`` -> ``/`` turns ``/foo/bar``
+    into ``/bar``, not ``//bar``."""
+    kept = replacement.rstrip("/")
+    if prefix == "/":
+        pattern, substitution = "^/(.*)$", f"{kept}/\\1"
+    elif not kept:
+        pattern, substitution = f"^{re.escape(prefix)}/?(.*)$", "/\\1"
+    else:
+        pattern, substitution = f"^{re.escape(prefix)}(/.*)?$", f"{kept}\\1"
+    return regex_pb2.RegexMatchAndSubstitute(pattern=regex_pb2.RegexMatcher(regex=pattern), substitution=substitution)
+
+
+def _redirect(rule: ir.HttpRule, port: int | None) -> rc.RedirectAction:
+    r = rule.redirect
+    assert r is not None
+    redirect = rc.RedirectAction(response_code=REDIRECT_CODES[r.status])
+    if r.scheme:
+        redirect.scheme_redirect = r.scheme
+    if r.hostname:
+        redirect.host_redirect = r.hostname
+    if r.port:
+        redirect.port_redirect = r.port
+    elif not r.scheme and port is not None and port != 80:
+        # Gateway API: without scheme and port, keep the listener's port; the connection
+        # manager strips the Host's port, so name the original destination port.
+        redirect.port_redirect = port
+    if r.full_path is not None:
+        redirect.path_redirect = r.full_path
+    elif r.prefix_path is not None:
+        redirect.regex_rewrite.CopyFrom(replace_prefix(rule.match.path, r.prefix_path))
+    return redirect
+
+
+def _rule_route(rule: ir.HttpRule, grpc: bool, port: int | None) -> rc.Route:
     route = rc.Route(name=rule.name, match=route_match(rule.match), stat_prefix=route_stat(rule.route))
     if rule.redirect is not None:
-        r = rule.redirect
-        redirect = rc.RedirectAction(response_code=REDIRECT_CODES[r.status])
-        if r.scheme:
-            redirect.scheme_redirect = r.scheme
-        if r.hostname:
-            redirect.host_redirect = r.hostname
-        if r.port:
-            redirect.port_redirect = r.port
-        if r.full_path is not None:
-            redirect.path_redirect = r.full_path
-        elif r.prefix_path is not None:
-            redirect.prefix_rewrite = r.prefix_path
-        route.redirect.CopyFrom(redirect)
+        route.redirect.CopyFrom(_redirect(rule, port))
     else:
         _apply_backends(route, rule.backends, grpc)
         if rule.rewrite is not None and route.HasField("route"):
@@ -138,7 +164,7 @@ def _rule_route(rule: ir.HttpRule, grpc: bool) -> rc.Route:
                 route.route.regex_rewrite.pattern.regex = "^/.*$"
                 route.route.regex_rewrite.substitution = w.full_path
             elif w.prefix_path is not None:
-                route.route.prefix_rewrite = w.prefix_path
+                route.route.regex_rewrite.CopyFrom(replace_prefix(rule.match.path, w.prefix_path))
     if rule.request_headers is not None:
         route.request_headers_to_add.extend(_header_options(rule.request_headers))
         route.request_headers_to_remove.extend(rule.request_headers.remove)
@@ -170,6 +196,6 @@ def build_route_config(policy: ir.PortPolicy) -> route_pb2.RouteConfiguration:
     fallback = default_route(policy)
     for vh in policy.virtual_hosts:
         host = config.virtual_hosts.add(name=vh.domain, domains=[vh.domain])
-        host.routes.extend(_rule_route(rule, grpc) for rule in vh.rules)
+        host.routes.extend(_rule_route(rule, grpc, policy.port) for rule in vh.rules)
         host.routes.append(fallback)
     return config

@@ -63,10 +63,18 @@ def _check_namespace(value: str) -> str:
     return value
 
 
+def _is_ip(value: str) -> bool:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return True
+
+
 def normalize_hostname(value: str) -> str:
     """Gateway API hostnames compare case-insensitively and ignore a trailing dot."""
     host = value.strip().lower().rstrip(".")
-    if len(host) > 253 or not _HOSTNAME_RE.match(host):
+    if len(host) > 253 or not _HOSTNAME_RE.match(host) or _is_ip(host):
         raise ValueError(
             f"{value!r} is not a valid hostname (a DNS name, optionally with a leading '*.'; IPs and a bare '*' are not allowed)"
         )

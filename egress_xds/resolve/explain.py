@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 
@@ -180,7 +181,9 @@ def explain(
             return backends_verdict(tls.backends, destination, en, tls.route.label)
     if policy.protocol in ("http", "grpc") and traffic == "http":
         vh = select_virtual_host(policy.virtual_hosts, host or str(address))
-        request_path = (path or "/").split("?", 1)[0]
+        request_path, _, query_string = (path or "/").partition("?")
+        if query is None:
+            query = dict(urllib.parse.parse_qsl(query_string, keep_blank_values=True))
         for rule in vh.rules if vh else ():
             if match_request(rule.match, request_path, method or ("POST" if policy.protocol == "grpc" else "GET"),
                              headers or {}, query or {}):

@@ -136,16 +136,30 @@ def _rules(route: Route) -> Sequence[Any]:
     return route.spec.rules
 
 
+def _replaces_prefix(rule: Any) -> bool:
+    for f in rule.filters:
+        modifier = f.urlRewrite or f.requestRedirect
+        if modifier is not None and modifier.path is not None and modifier.path.type == "ReplacePrefixMatch":
+            return True
+    return False
+
+
 def _route_problem(route: Route, port: int, en: EgressNetwork, world: World) -> str | None:
     """Why the route cannot be programmed on this parent (Accepted=False UnsupportedValue)."""
     if isinstance(route, TLSRoute | TCPRoute) and len(route.spec.rules) != 1:
         return f"{route.kind} must have exactly one rule, found {len(route.spec.rules)}"
+    if port == world.options.outbound_port:
+        return f"port {port} is the sidecar's outbound listener port; connections to it are always closed"
     if isinstance(route, HTTPRoute | GRPCRoute):
         allowed = SUPPORTED_HTTP_FILTERS if isinstance(route, HTTPRoute) else SUPPORTED_GRPC_FILTERS
         for i, rule in enumerate(_rules(route)):
             for f in rule.filters:
                 if f.type not in allowed:
                     return f"spec.rules[{i}].filters: filter type {f.type} is not supported (supported: {', '.join(allowed)})"
+            if isinstance(route, HTTPRoute) and _replaces_prefix(rule) and any(
+                    m.path.type != "PathPrefix" for m in rule.matches):
+                return (f"spec.rules[{i}].filters: ReplacePrefixMatch needs every match of the rule to be a "
+                        "PathPrefix match")
     for i, rule in enumerate(_rules(route)):
         for j, ref in enumerate(rule.backendRefs):
             if ref.filters:
@@ -153,6 +167,12 @@ def _route_problem(route: Route, port: int, en: EgressNetwork, world: World) -> 
     if not isinstance(route, TCPRoute) and port in world.opaque_ports(en):
         return f"port {port} is opaque on EgressNetwork {en.metadata.namespace}/{en.metadata.name}; only a TCPRoute applies there"
     return None
+
+
+def _conflict_slot(route: Route, key: ENKey, port: int) -> tuple[str, str, int, str]:
+    """(EgressNetwork, port, audience): the audience of a producer route is the
+    EgressNetwork's namespace itself; a consumer route's is its own namespace."""
+    return (key[0], key[1], port, route.metadata.namespace)
 
 
 def attach_routes(world: World) -> Attachments:
@@ -190,32 +210,42 @@ def attach_routes(world: World) -> Attachments:
             pending.append((route, parents))
 
     # Second pass: kinds do not mix on one (EgressNetwork, port); the highest kind wins.
-    best_rank: dict[tuple[str, str, int], int] = {}
+    # A producer route (in the EgressNetwork's namespace) is seen by every client, so it
+    # is conflicted only by other producer routes. A consumer route is seen only by its own
+    # namespace, so it is conflicted by producer routes and by consumer routes of that
+    # namespace, and never changes what another namespace receives (spec §3, §4).
+    best_rank: dict[tuple[str, str, int, str], int] = {}
     for route, parents in pending:
         for ref, key, cond in parents:
             if cond is None and ref.port is not None:
-                slot = (key[0], key[1], ref.port)
+                slot = _conflict_slot(route, key, ref.port)
                 best_rank[slot] = min(best_rank.get(slot, 99), ROUTE_KIND_RANK[route.kind])
 
     for route, parents in pending:
         statuses: list[ParentStatus] = []
         for ref, key, cond in parents:
             if cond is None and ref.port is not None:
-                slot = (key[0], key[1], ref.port)
-                if ROUTE_KIND_RANK[route.kind] > best_rank[slot]:
-                    winner = next(k for k, r in ROUTE_KIND_RANK.items() if r == best_rank[slot])
+                slot = _conflict_slot(route, key, ref.port)
+                producers = best_rank.get((key[0], key[1], ref.port, key[0]), 99)
+                best = min(best_rank[slot], producers)
+                if ROUTE_KIND_RANK[route.kind] > best:
+                    winner = next(k for k, r in ROUTE_KIND_RANK.items() if r == best)
                     cond = Condition("Accepted", "False", "RouteReasonConflicted",
                                      f"a {winner} on EgressNetwork {key[0]}/{key[1]} port {ref.port} takes precedence")
             backends: list[tuple[ir.Backend, ...]] = []
-            resolved: Condition | None = None
+            problems: list[Condition] = []
             for rule in _rules(route):
                 rule_backends: list[ir.Backend] = []
                 for backend_ref in rule.backendRefs:
                     backend, problem = resolve_backend(route, backend_ref, key, world)
                     rule_backends.append(backend)
-                    if problem is not None and resolved is None:
-                        resolved = problem
+                    if problem is not None:
+                        problems.append(problem)
                 backends.append(tuple(rule_backends))
+            resolved: Condition | None = None
+            if problems:  # the first problem's reason, every problem's message
+                resolved = Condition("ResolvedRefs", "False", problems[0].reason,
+                                     "; ".join(dict.fromkeys(p.message for p in problems)))
             status = ParentStatus(ref, key, cond or _true("Accepted"), resolved or _true("ResolvedRefs"), tuple(backends))
             statuses.append(status)
             if status.programmed and ref.port is not None:
