@@ -1,0 +1,415 @@
+"""``egress-xds serve | bootstrap | status``: wiring of source -> translator -> cache -> servers.
+
+In: CLI arguments (``register`` adds the three subcommands to the ``egress-xds`` parser), a
+manifest directory. Out: a running control plane: the gRPC ADS server (TCP or unix socket),
+the HTTP debug endpoint, a directory watcher that re-translates on change; or a printed
+Envoy bootstrap; or a proxy-status table read from a running server's debug endpoint.
+This is the only module that joins the translator (``egress_xds.translate``) to the server
+side (``egress_xds.cache``, ``egress_xds.server``). Called by ``egress_xds.cli``.
+
+Translation runs in a worker thread, one namespace at a time, so ADS streams keep being
+served while a big world is translated; each namespace's snapshot is installed as soon as it
+is ready, namespaces with connected sidecars first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import stat
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import grpc
+from aiohttp import web
+from google.protobuf.message import Message
+
+from egress_xds import bootstrap
+from egress_xds.cache import InconsistentSnapshot, Snapshot, SnapshotCache
+from egress_xds.server.ads import AdsServer
+from egress_xds.server.debug import build_app
+from egress_xds.server.metrics import Metrics
+from egress_xds.sources.files import FileSource
+from egress_xds.translate import Translator, TranslatorOptions
+
+log = logging.getLogger("egress_xds.serve")
+
+DEFAULT_MANIFESTS = Path(__file__).resolve().parent.parent / "examples"
+DEFAULT_ADS_LISTEN = "127.0.0.1:18000"
+DEFAULT_DEBUG_LISTEN = "127.0.0.1:19000"
+
+# Envoy pings the ADS connection every 30 s (bootstrap); grpc's defaults would answer
+# frequent pings on an idle stream with GOAWAY "too_many_pings".
+GRPC_SERVER_OPTIONS = [
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.min_ping_interval_without_data_ms", 5000),
+    ("grpc.http2.max_ping_strikes", 0),
+    ("grpc.keepalive_time_ms", 60000),
+    ("grpc.keepalive_timeout_ms", 10000),
+]
+
+# ---- logging ---------------------------------------------------------------------------------
+
+_RECORD_FIELDS = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime", "taskName"}
+
+
+class JsonLogFormatter(logging.Formatter):
+    """One JSON object per line: ts, level, logger, event, then the record's extra fields."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        out: dict[str, Any] = {
+            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "event": record.getMessage(),
+        }
+        for key, value in record.__dict__.items():
+            if key not in _RECORD_FIELDS and not key.startswith("_"):
+                out[key] = value
+        if record.exc_info:
+            out["exception"] = self.formatException(record.exc_info)
+        return json.dumps(out, default=str)
+
+
+def setup_logging(level: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonLogFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+
+
+# ---- the control plane -----------------------------------------------------------------------
+
+
+class ControlPlane:
+    """Turns the file source into snapshots: reload on change, compute unseen namespaces."""
+
+    def __init__(self, source: FileSource, translator: Translator, cache: SnapshotCache,
+                 metrics: Metrics) -> None:
+        self.source = source
+        self.translator = translator
+        self.cache = cache
+        self.metrics = metrics
+        self.loaded = False
+        self._lock = asyncio.Lock()
+        self._report: dict[str, Any] = {"objects": [], "errors": []}
+        self._snapshot_errors: dict[str, dict[str, str]] = {}
+        # namespace -> (the translator's resources object, its snapshot): the translator
+        # returns the same object while a namespace's IR is unchanged, so nothing is
+        # re-serialized for namespaces a change did not touch.
+        self._built: dict[str, tuple[Any, Snapshot]] = {}
+
+    def status(self) -> dict[str, Any]:
+        """``/debug/status``: object conditions, load errors, snapshots that were refused."""
+        report = dict(self._report)
+        report["errors"] = list(report.get("errors", [])) + [
+            self._snapshot_errors[ns] for ns in sorted(self._snapshot_errors)]
+        return report
+
+    async def reload(self) -> bool:
+        """Rescan the manifests; if anything changed, translate and install snapshots."""
+        async with self._lock:
+            started = time.perf_counter()
+            changed, errors = await asyncio.to_thread(self._load)
+            if not changed and self.loaded:
+                return False
+            watched = self.cache.watched_namespaces()
+            wanted = set(self.translator.namespaces()) | set(watched)
+            order = sorted(wanted, key=lambda ns: (ns not in watched, ns))
+            for namespace in order:
+                snapshot = await asyncio.to_thread(self._build, namespace)
+                if snapshot is not None:
+                    self._install(namespace, snapshot)
+            for namespace in set(self.cache.namespaces()) - wanted:
+                self.cache.clear_snapshot(namespace)
+                self.translator.forget(namespace)
+                self._built.pop(namespace, None)
+                self.metrics.config_bytes.remove(namespace)
+            elapsed = time.perf_counter() - started
+            self.metrics.translation_seconds.observe(elapsed)
+            self.metrics.snapshots.set(len(self.cache.namespaces()))
+            self.metrics.load_errors.set(errors)
+            self.loaded = True
+            log.info("config reloaded", extra={"namespaces": len(order), "errors": errors,
+                                               "seconds": round(elapsed, 4)})
+            return True
+
+    async def compute(self, namespace: str) -> Snapshot | None:
+        """Cache hook: the snapshot of a namespace first seen on an ADS stream."""
+        async with self._lock:
+            if self.cache.get_snapshot(namespace) is not None:
+                return self.cache.get_snapshot(namespace)
+            snapshot = await asyncio.to_thread(self._build, namespace)
+            if snapshot is not None:
+                self._install(namespace, snapshot)
+            return snapshot
+
+    def _load(self) -> tuple[bool, int]:
+        changed = self.source.scan()
+        if not changed and self.loaded:
+            return False, 0
+        result = self.source.result()
+        self.translator.load(result.objects)
+        self._report = self.translator.status_report(result.errors)
+        return True, len(result.errors)
+
+    def _build(self, namespace: str) -> Snapshot | None:
+        try:
+            resources: dict[str, dict[str, Message]] = self.translator.resources(namespace)
+        except Exception as err:  # a translator bug must not take the server down
+            log.exception("translation failed", extra={"namespace": namespace})
+            self._snapshot_errors[namespace] = _error(namespace, f"translation failed: {err}")
+            return None
+        previous = self._built.get(namespace)
+        if previous is not None and previous[0] is resources:
+            return previous[1]
+        snapshot = Snapshot(resources)
+        self._built[namespace] = (resources, snapshot)
+        return snapshot
+
+    def _install(self, namespace: str, snapshot: Snapshot) -> None:
+        try:
+            self.cache.set_snapshot(namespace, snapshot)
+        except InconsistentSnapshot as err:
+            log.error("snapshot refused, previous kept", extra={"namespace": namespace, "error": str(err)})
+            self._snapshot_errors[namespace] = _error(namespace, f"snapshot not served: {err}")
+            return
+        self._snapshot_errors.pop(namespace, None)
+        self.metrics.config_bytes.labels(namespace).set(snapshot.size_bytes)
+
+
+def _error(namespace: str, message: str) -> dict[str, str]:
+    return {"file": "", "kind": "", "namespace": namespace, "name": "", "field": "", "message": message}
+
+
+# ---- the servers -----------------------------------------------------------------------------
+
+
+@dataclass
+class ServeConfig:
+    manifests: list[str] = field(default_factory=lambda: [str(DEFAULT_MANIFESTS)])
+    ads_listen: str = DEFAULT_ADS_LISTEN
+    debug_listen: str = DEFAULT_DEBUG_LISTEN
+    options: TranslatorOptions = field(default_factory=TranslatorOptions)
+    watch: bool = True
+    shutdown_grace: float = 2.0
+
+
+def _host_port(value: str, flag: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ValueError(f"{flag} {value!r}: expected host:port")
+    return host.removeprefix("[").removesuffix("]") or "127.0.0.1", int(port)
+
+
+class Server:
+    """The whole control plane in one asyncio loop; ``start()``/``stop()`` for tests and ``run``."""
+
+    def __init__(self, config: ServeConfig) -> None:
+        self.config = config
+        self.metrics = Metrics()
+        self.cache = SnapshotCache()
+        self.ads = AdsServer(self.cache, self.metrics)
+        self.source = FileSource(config.manifests)
+        self.control_plane = ControlPlane(self.source, Translator(config.options), self.cache, self.metrics)
+        self.cache.compute = self.control_plane.compute
+        self.ads_address = ""
+        self.debug_url = ""
+        self._grpc: grpc.aio.Server | None = None
+        self._runner: web.AppRunner | None = None
+        self._stop_watch = asyncio.Event()
+        self._watcher: asyncio.Task[None] | None = None
+        self._serving = False
+
+    def ready(self) -> bool:
+        return self._serving and self.control_plane.loaded
+
+    async def start(self) -> None:
+        for path in self.config.manifests:
+            if not Path(path).exists():
+                raise FileNotFoundError(f"--manifests {path}: no such file or directory")
+        await self.control_plane.reload()
+        self._grpc = grpc.aio.server(options=GRPC_SERVER_OPTIONS)
+        self._grpc.add_generic_rpc_handlers([self.ads.handler()])
+        listen = self.config.ads_listen
+        if listen.startswith("unix:"):
+            path = listen.removeprefix("unix:").removeprefix("//")
+            with contextlib.suppress(FileNotFoundError):
+                if stat.S_ISSOCK(os.stat(path).st_mode):
+                    os.unlink(path)
+            self._grpc.add_insecure_port(f"unix:{path}")
+            self.ads_address = f"unix:{path}"
+        else:
+            host, port = _host_port(listen, "--ads-listen")
+            bound = self._grpc.add_insecure_port(f"{host}:{port}" if ":" not in host else f"[{host}]:{port}")
+            self.ads_address = f"{host}:{bound}"
+        await self._grpc.start()
+        if listen.startswith("unix:"):
+            # Sidecars in other network namespaces (and as other users) connect through it.
+            os.chmod(self.ads_address.removeprefix("unix:"), 0o666)
+        app = build_app(self.cache, self.ads, self.metrics, self.control_plane.status, self.ready)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        host, port = _host_port(self.config.debug_listen, "--debug-listen")
+        site = web.TCPSite(self._runner, host, port)
+        await site.start()
+        bound_host, bound_port = self._runner.addresses[0][:2]
+        self.debug_url = f"http://{bound_host}:{bound_port}"
+        if self.config.watch:
+            self._watcher = asyncio.create_task(
+                self.source.watch(self.control_plane.reload, self._stop_watch))
+        self._serving = True
+        log.info("serving", extra={"ads": self.ads_address, "debug": self.debug_url,
+                                   "manifests": self.config.manifests,
+                                   "namespaces": self.cache.namespaces()})
+
+    async def stop(self) -> None:
+        """Stop accepting, end every ADS stream with status OK, stop the watcher."""
+        self._serving = False
+        log.info("stopping")
+        self._stop_watch.set()
+        self.ads.close()
+        if self._grpc is not None:
+            await self._grpc.stop(self.config.shutdown_grace)
+        if self._watcher is not None:
+            self._watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._watcher
+        if self._runner is not None:
+            await self._runner.cleanup()
+        if self.ads_address.startswith("unix:"):
+            with contextlib.suppress(OSError):
+                os.unlink(self.ads_address.removeprefix("unix:"))
+        log.info("stopped")
+
+
+async def serve(config: ServeConfig) -> int:
+    server = Server(config)
+    try:
+        await server.start()
+    except (OSError, ValueError, RuntimeError) as err:
+        log.error("cannot start", extra={"error": str(err)})
+        return 1
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await server.stop()
+    return 0
+
+
+# ---- commands --------------------------------------------------------------------------------
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from egress_xds.commands import translator_options
+
+    setup_logging(args.log_level)
+    config = ServeConfig(
+        manifests=args.manifests or [str(DEFAULT_MANIFESTS)],
+        ads_listen=args.ads_listen,
+        debug_listen=args.debug_listen,
+        options=translator_options(args),
+    )
+    return asyncio.run(serve(config))
+
+
+def cmd_bootstrap(args: argparse.Namespace) -> int:
+    try:
+        text = bootstrap.render(bootstrap.BootstrapOptions(
+            namespace=args.namespace, node_id=args.node_id, ads=args.ads, admin=args.admin,
+            outbound_port=args.outbound_port, delta=args.delta, access_log_path=args.access_log))
+    except ValueError as err:
+        print(f"egress-xds bootstrap: {err}", file=sys.stderr)
+        return 2
+    sys.stdout.write(text)
+    return 0
+
+
+def fetch_proxies(debug_url: str, timeout: float = 5.0) -> list[dict[str, Any]]:
+    with urllib.request.urlopen(debug_url.rstrip("/") + "/debug/proxies", timeout=timeout) as response:
+        data: dict[str, Any] = json.load(response)
+    proxies: list[dict[str, Any]] = data["proxies"]
+    return proxies
+
+
+STATUS_COLUMNS = (("CDS", "clusters"), ("EDS", "endpoints"), ("LDS", "listeners"), ("RDS", "routes"))
+
+
+def proxy_table(proxies: list[dict[str, Any]]) -> str:
+    """``istioctl proxy-status``-like table: one row per connected sidecar."""
+    rows = [["NAME", "NAMESPACE", "MODE", *(c for c, _ in STATUS_COLUMNS), "VERSION"]]
+    for proxy in proxies:
+        types = proxy.get("types", {})
+        cells = []
+        for _, key in STATUS_COLUMNS:
+            info = types.get(key)
+            cells.append(info["state"] if info else "NOT SENT")
+        rows.append([proxy["node_id"], proxy["namespace"], proxy["mode"].upper(), *cells,
+                     (proxy.get("snapshot_version") or "-")[:12]])
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join("   ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+                     for row in rows) + "\n"
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    try:
+        proxies = fetch_proxies(args.debug_url)
+    except (urllib.error.URLError, OSError, ValueError) as err:
+        print(f"egress-xds status: cannot read {args.debug_url}/debug/proxies: {err}", file=sys.stderr)
+        return 1
+    if args.output == "json":
+        print(json.dumps(proxies, indent=2))
+    else:
+        sys.stdout.write(proxy_table(proxies))
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    from egress_xds.commands import add_translator_options
+
+    serve_p = sub.add_parser("serve", help="run the ADS control plane on a watched manifest directory")
+    serve_p.add_argument("--manifests", action="append", metavar="DIR",
+                         help=f"manifest directory or file, watched for changes (repeatable; default: {DEFAULT_MANIFESTS})")
+    serve_p.add_argument("--ads-listen", default=DEFAULT_ADS_LISTEN, metavar="ADDR",
+                         help="gRPC ADS address: host:port or unix:PATH (default: %(default)s)")
+    serve_p.add_argument("--debug-listen", default=DEFAULT_DEBUG_LISTEN, metavar="HOST:PORT",
+                         help="HTTP debug endpoint (default: %(default)s)")
+    serve_p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"),
+                         help="log level (default: %(default)s); logs are JSON lines on stderr")
+    add_translator_options(serve_p)
+    serve_p.set_defaults(func=cmd_serve)
+
+    boot = sub.add_parser("bootstrap", help="print an Envoy sidecar bootstrap that connects to serve")
+    boot.add_argument("--namespace", "-n", required=True, help="the sidecar's namespace (node.metadata.namespace)")
+    boot.add_argument("--node-id", help="node id (default: sidecar~<hostname>.<namespace>)")
+    boot.add_argument("--ads", default=bootstrap.DEFAULT_ADS, metavar="ADDR",
+                      help="ADS server: host:port or unix:PATH (default: %(default)s)")
+    boot.add_argument("--outbound-port", type=int, default=bootstrap.DEFAULT_OUTBOUND_PORT,
+                      help="the outbound listener's port, recorded in node metadata (default: %(default)s)")
+    boot.add_argument("--admin", default=bootstrap.DEFAULT_ADMIN, metavar="ADDR",
+                      help="Envoy admin address, loopback (default: %(default)s)")
+    boot.add_argument("--delta", action="store_true", help="use delta xDS (DELTA_GRPC) instead of SotW")
+    boot.add_argument("--access-log", default="/dev/stdout", metavar="PATH",
+                      help="admin access log path (default: %(default)s)")
+    boot.set_defaults(func=cmd_bootstrap)
+
+    status = sub.add_parser("status", help="show connected sidecars and their sync state")
+    status.add_argument("--debug-url", default=f"http://{DEFAULT_DEBUG_LISTEN}",
+                        help="debug endpoint of a running serve (default: %(default)s)")
+    status.add_argument("-o", "--output", choices=("table", "json"), default="table")
+    status.set_defaults(func=cmd_status)

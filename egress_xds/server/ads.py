@@ -1,0 +1,554 @@
+"""The ADS gRPC service: SotW ``StreamAggregatedResources`` and delta ``DeltaAggregatedResources``.
+
+In: ``DiscoveryRequest`` / ``DeltaDiscoveryRequest`` messages from sidecars; snapshots from a
+``SnapshotCache`` (keyed by ``node.metadata.namespace``).
+Out: responses assembled from the snapshot's pre-encoded bytes (a generic gRPC handler with
+an identity serializer: per stream only version, nonce and type are encoded), per-stream
+state for ``/debug/proxies``, and metrics. Registered on a ``grpc.aio`` server by ``serve``
+and by the feature tests.
+
+Rules (numbers refer to xds-server.md):
+1. the node comes from the first request; no namespace -> INVALID_ARGUMENT.
+2. per stream and type: nonce, version sent/acked, names, last NACK (``TypeState``).
+3. a request answering an older nonce is stale and ignored (delta: its ACK/NACK part).
+4. ``error_detail`` = NACK: recorded, the client keeps its last good config, and the
+   rejected content is never sent again (only a changed snapshot is).
+5. the first request of each type is always answered.
+6. listeners and clusters are wildcard; named subscriptions remember unknown names.
+7. SotW sends complete sets; delta sends changed resources and ``removed_resources``.
+8. types go out in the order clusters, endpoints, listeners, routes; a listener or route
+   waits until the clusters it names have been sent, and a cluster the proxy still uses
+   (through the listeners/routes it holds) is kept until those are replaced.
+9. one un-acked response per type; newer snapshots coalesce while waiting. Each stream
+   writes from its own task and the cache only sets an event: no stream waits for another.
+10. an unchanged set is never sent again.
+11. bytes come from the snapshot, encoded once per version.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import socket
+import time
+from collections.abc import AsyncIterator, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+from envoy.config.core.v3 import base_pb2
+from envoy.service.discovery.v3 import discovery_pb2
+
+from egress_xds.cache import ResourceEntry, Snapshot, SnapshotCache, content_version, node_namespace
+from egress_xds.resources import CLUSTER, LISTENER, PUSH_ORDER, ROUTE, SHORT_NAMES
+from egress_xds.server.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+SERVICE = "envoy.service.discovery.v3.AggregatedDiscoveryService"
+WILDCARD_TYPES = (LISTENER, CLUSTER)
+MISSING_NAMESPACE = (
+    "node.metadata.namespace is not set: egress-xds serves config per namespace; set the "
+    "sidecar's namespace in the Envoy bootstrap (node: {metadata: {namespace: NS}}), e.g. with "
+    "`egress-xds bootstrap --namespace NS`"
+)
+
+SYNCED, STALE, NACKED, NOT_SENT = "SYNCED", "STALE", "NACKED", "NOT SENT"
+
+
+def short(type_url: str) -> str:
+    return SHORT_NAMES.get(type_url, type_url.rsplit(".", 1)[-1])
+
+
+@dataclass
+class Nack:
+    version: str
+    nonce: str
+    message: str
+    code: int
+    at: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"version": self.version, "nonce": self.nonce, "message": self.message,
+                "code": self.code, "at": self.at}
+
+
+@dataclass
+class ClientView:
+    """What the proxy holds for one type: per-resource hash, and our entry when we know it."""
+
+    hashes: dict[str, str] = field(default_factory=dict)
+    entries: dict[str, ResourceEntry] = field(default_factory=dict)
+
+    def copy(self) -> ClientView:
+        return ClientView(dict(self.hashes), dict(self.entries))
+
+    def put(self, entry: ResourceEntry) -> None:
+        self.hashes[entry.name] = entry.hash
+        self.entries[entry.name] = entry
+
+    def drop(self, name: str) -> None:
+        self.hashes.pop(name, None)
+        self.entries.pop(name, None)
+
+
+@dataclass
+class TypeState:
+    """Rule 2: everything a stream remembers about one type URL."""
+
+    type_url: str
+    requested: bool = False
+    answer_first: bool = False
+    wildcard: bool = False
+    names: set[str] = field(default_factory=set)
+    nonce: str | None = None
+    version_sent: str | None = None
+    version_acked: str | None = None
+    pending: bool = False
+    sent_at: float = 0.0
+    held: ClientView = field(default_factory=ClientView)  # after the in-flight response
+    acked: ClientView = field(default_factory=ClientView)  # as of the last ACK
+    held_version: str | None = None  # content version of ``held`` (None: unknown)
+    acked_view_version: str | None = None  # content version of ``acked``
+    last_nack: Nack | None = None
+    nacked_version: str | None = None  # SotW: never resend this version
+    nacked_hashes: dict[str, str] = field(default_factory=dict)  # delta: never resend these
+    absent_reported: set[str] = field(default_factory=set)  # delta: names told not to exist
+    in_flight: list[ResourceEntry] = field(default_factory=list)  # delta: entries of last response
+
+
+@dataclass(frozen=True)
+class Target:
+    """The resources a proxy should hold for one type, their content version, and whether
+    they are the snapshot's whole set (then the pre-joined body is sent)."""
+
+    entries: Mapping[str, ResourceEntry]
+    full: bool
+    version: str
+
+
+class Stream:
+    """One ADS stream of one proxy: request bookkeeping and response planning.
+
+    Requests are applied by the stream's reader task (``on_request``); responses are planned
+    by its writer (``responses``), which works only on this stream's state.
+    """
+
+    def __init__(self, stream_id: int, node: base_pb2.Node, namespace: str, delta: bool,
+                 peer: str) -> None:
+        self.id = stream_id
+        self.node_id = node.id
+        self.cluster = node.cluster
+        self.namespace = namespace
+        self.delta = delta
+        self.peer = peer
+        self.connected_at = time.time()
+        self.types: dict[str, TypeState] = {}
+        self.wake = asyncio.Event()
+        self.closed = False
+        self.nacks: list[str] = []  # type URLs NACKed since the writer last looked (metrics)
+        self._nonces = itertools.count(1)
+
+    @property
+    def mode(self) -> str:
+        return "delta" if self.delta else "sotw"
+
+    def state(self, type_url: str) -> TypeState:
+        st = self.types.get(type_url)
+        if st is None:
+            st = self.types[type_url] = TypeState(type_url)
+        return st
+
+    # ---- requests -------------------------------------------------------------------------
+
+    def on_request(self, request: Any) -> None:
+        if self.delta:
+            self._on_delta(request)
+        else:
+            self._on_sotw(request)
+
+    def _on_sotw(self, req: discovery_pb2.DiscoveryRequest) -> None:
+        st = self.state(req.type_url)
+        if st.nonce is not None and req.response_nonce != st.nonce:
+            log.debug("stale request ignored", extra=self._ctx(st, nonce=req.response_nonce))
+            return
+        names = set(req.resource_names)
+        if req.type_url in WILDCARD_TYPES:
+            st.wildcard = not names or "*" in names
+        else:
+            # Legacy wildcard: a first request without names, kept while names stay empty.
+            st.wildcard = "*" in names or (not names and (not st.requested or st.wildcard))
+        st.names = names - {"*"}
+        if not st.requested:
+            st.requested = st.answer_first = True
+            return
+        if st.nonce is None:
+            return
+        if req.HasField("error_detail"):
+            self._nack(st, req.error_detail.message, req.error_detail.code)
+        else:
+            self._ack(st, req.version_info)
+
+    def _on_delta(self, req: discovery_pb2.DeltaDiscoveryRequest) -> None:
+        st = self.state(req.type_url)
+        subscribe = set(req.resource_names_subscribe)
+        unsubscribe = set(req.resource_names_unsubscribe)
+        if not st.requested:
+            st.requested = st.answer_first = True
+            st.wildcard = not subscribe or "*" in subscribe
+            for name, version in req.initial_resource_versions.items():
+                st.held.hashes[name] = version
+                st.acked.hashes[name] = version
+            st.held_version = st.acked_view_version = content_version(st.held.hashes.items())
+        else:
+            if "*" in subscribe:
+                st.wildcard = True
+            if "*" in unsubscribe:
+                st.wildcard = False
+        for name in subscribe - {"*"}:
+            if name not in st.names:
+                # A newly added name is answered even if it was sent before (rule 6).
+                st.names.add(name)
+                if name not in req.initial_resource_versions:
+                    st.held.drop(name)
+                    st.acked.drop(name)
+                    st.held_version = st.acked_view_version = None
+                st.absent_reported.discard(name)
+        for name in unsubscribe - {"*"}:
+            st.names.discard(name)
+            st.held.drop(name)
+            st.acked.drop(name)
+            st.held_version = st.acked_view_version = None
+            st.absent_reported.discard(name)
+        if req.response_nonce:
+            if req.response_nonce != st.nonce:
+                log.debug("stale request ignored", extra=self._ctx(st, nonce=req.response_nonce))
+            elif req.HasField("error_detail"):
+                self._nack(st, req.error_detail.message, req.error_detail.code)
+            else:
+                self._ack(st, st.version_sent or "")
+
+    def _ack(self, st: TypeState, version: str) -> None:
+        if st.pending:
+            log.debug("ack", extra=self._ctx(st, version=version))
+        st.pending = False
+        st.version_acked = version
+        st.acked = st.held.copy()
+        st.acked_view_version = st.held_version
+        if version != st.nacked_version:
+            st.nacked_version = None
+        for entry in st.in_flight:
+            st.nacked_hashes.pop(entry.name, None)
+        st.in_flight = []
+
+    def _nack(self, st: TypeState, message: str, code: int) -> None:
+        version = st.version_sent or ""
+        st.last_nack = Nack(version, st.nonce or "", message, code, time.time())
+        st.nacked_version = version
+        for entry in st.in_flight:
+            st.nacked_hashes[entry.name] = entry.hash
+        st.in_flight = []
+        st.pending = False
+        st.held = st.acked.copy()  # the proxy keeps its last good config
+        st.held_version = st.acked_view_version
+        log.warning("nack", extra=self._ctx(st, version=version, error=message))
+        self.nacks.append(st.type_url)
+
+    # ---- responses ------------------------------------------------------------------------
+
+    def order(self) -> list[str]:
+        rest = sorted(t for t in self.types if t not in PUSH_ORDER)
+        return [t for t in PUSH_ORDER if t in self.types] + rest
+
+    def target(self, st: TypeState, snapshot: Snapshot) -> Target:
+        """What the proxy should hold for ``st`` now."""
+        entries = snapshot.entries.get(st.type_url, {})
+        retained: dict[str, ResourceEntry] = {}
+        if st.type_url == CLUSTER:
+            # Rule 8: a cluster leaves only after the listeners and routes naming it do.
+            cluster_state = self.types[CLUSTER]
+            for name in sorted(self._clusters_in_use() - entries.keys()):
+                if st.wildcard or name in st.names:
+                    old = cluster_state.held.entries.get(name) or cluster_state.acked.entries.get(name)
+                    if old is not None:
+                        retained[name] = old
+        if st.wildcard and not retained:
+            return Target(entries, True, snapshot.type_version(st.type_url))
+        if st.wildcard:
+            chosen = dict(entries)
+        else:
+            chosen = {n: entries[n] for n in sorted(st.names) if n in entries}
+        chosen.update(retained)
+        if not retained and len(chosen) == len(entries):
+            return Target(chosen, True, snapshot.type_version(st.type_url))
+        return Target(chosen, False, content_version((n, e.hash) for n, e in chosen.items()))
+
+    def _clusters_in_use(self) -> set[str]:
+        names: set[str] = set()
+        for type_url in (LISTENER, ROUTE):
+            st = self.types.get(type_url)
+            if st is None:
+                continue
+            for view in (st.held, st.acked):
+                for entry in view.entries.values():
+                    names |= entry.clusters
+        return names
+
+    def _clusters_ready(self, target: Mapping[str, ResourceEntry], snapshot: Snapshot) -> bool:
+        """Rule 8: listeners and routes go out only once the clusters they name were sent."""
+        cluster_state = self.types.get(CLUSTER)
+        if cluster_state is None or not cluster_state.requested:
+            return True
+        needed: set[str] = set()
+        for entry in target.values():
+            needed |= entry.clusters
+        missing = needed - cluster_state.held.hashes.keys()
+        return not (missing & snapshot.entries.get(CLUSTER, {}).keys())
+
+    def responses(self, snapshot: Snapshot) -> Iterator[tuple[str, bytes, bool]]:
+        """Yield (type URL, response bytes, is-first) for every type due a response now,
+        updating the state as each is sent. Lazy: each is planned after the previous write."""
+        for type_url in self.order():
+            st = self.types[type_url]
+            if not st.requested or st.pending:
+                continue
+            first = st.answer_first
+            body = self._delta_response(st, snapshot) if self.delta else self._sotw_response(st, snapshot)
+            if body is not None:
+                yield type_url, body, first
+
+    def _sotw_response(self, st: TypeState, snapshot: Snapshot) -> bytes | None:
+        target = self.target(st, snapshot)
+        version = target.version
+        if not st.answer_first and (version == st.version_acked or version == st.nacked_version):
+            return None
+        if st.type_url in (LISTENER, ROUTE) and not self._clusters_ready(target.entries, snapshot):
+            return None
+        nonce = str(next(self._nonces))
+        entries = target.entries
+        resources = snapshot.sotw_body(st.type_url) if target.full else b"".join(
+            entries[n].sotw_chunk for n in sorted(entries))
+        trailer = discovery_pb2.DiscoveryResponse(
+            version_info=version, type_url=st.type_url, nonce=nonce,
+            control_plane=CONTROL_PLANE).SerializeToString()
+        view = ClientView({n: e.hash for n, e in entries.items()}, dict(entries))
+        self._sent(st, nonce, version, view, version)
+        return resources + trailer
+
+    def _delta_response(self, st: TypeState, snapshot: Snapshot) -> bytes | None:
+        target = self.target(st, snapshot)
+        version = target.version
+        if st.wildcard and not st.answer_first and st.held_version == version:
+            return None  # the proxy already holds exactly this set
+        entries = target.entries
+        changed = [e for n, e in sorted(entries.items())
+                   if st.held.hashes.get(n) != e.hash and st.nacked_hashes.get(n) != e.hash]
+        removed = sorted(n for n in st.held.hashes if n not in entries)
+        if not st.wildcard:
+            absent = sorted(st.names - entries.keys() - st.held.hashes.keys() - st.absent_reported)
+            removed += absent
+        else:
+            absent = []
+        if not changed and not removed and not st.answer_first:
+            return None
+        if st.type_url in (LISTENER, ROUTE) and not self._clusters_ready(
+                {e.name: e for e in changed}, snapshot):
+            return None
+        st.absent_reported.update(absent)
+        nonce = str(next(self._nonces))
+        head = discovery_pb2.DeltaDiscoveryResponse(
+            system_version_info=version, type_url=st.type_url, nonce=nonce,
+            removed_resources=removed, control_plane=CONTROL_PLANE).SerializeToString()
+        view = st.held.copy()
+        for name in removed:
+            view.drop(name)
+        for entry in changed:
+            view.put(entry)
+        self._sent(st, nonce, version, view, content_version(view.hashes.items()))
+        st.in_flight = changed
+        return head + b"".join(e.delta_chunk for e in changed)
+
+    def _sent(self, st: TypeState, nonce: str, version: str, view: ClientView,
+              view_version: str) -> None:
+        st.nonce = nonce
+        st.version_sent = version
+        st.held_version = view_version
+        st.pending = True
+        st.answer_first = False
+        st.sent_at = time.time()
+        st.held = view
+        log.debug("push", extra=self._ctx(st, version=version))
+
+    # ---- status ---------------------------------------------------------------------------
+
+    def type_status(self, st: TypeState, snapshot: Snapshot | None) -> str:
+        """NOT SENT; STALE while a response is un-acked or the proxy is behind the snapshot;
+        NACKED when the proxy rejected the latest content (and runs its last good config);
+        SYNCED when what it acked is what the snapshot says."""
+        if st.nonce is None:
+            return NOT_SENT
+        if st.pending or snapshot is None:
+            return STALE
+        target = self.target(st, snapshot).entries
+        want = {n: e.hash for n, e in target.items()}
+        have = st.acked.hashes
+        if self.delta and not st.wildcard:
+            # Delta clients may hold names they subscribed to before they existed.
+            have = {n: h for n, h in have.items() if n in target}
+        if want == have:
+            return SYNCED
+        if st.last_nack is not None and st.last_nack.nonce == st.nonce:
+            return NACKED
+        return STALE
+
+    def describe(self, snapshot: Snapshot | None) -> dict[str, Any]:
+        types: dict[str, Any] = {}
+        for type_url in self.order():
+            st = self.types[type_url]
+            types[short(type_url)] = {
+                "type_url": type_url,
+                "state": self.type_status(st, snapshot),
+                "version_sent": st.version_sent,
+                "version_acked": st.version_acked,
+                "nonce": st.nonce,
+                "subscribed": "*" if st.wildcard else sorted(st.names),
+                "resources": len(st.acked.hashes),
+                "last_nack": st.last_nack.as_dict() if st.last_nack else None,
+            }
+        return {
+            "id": self.id,
+            "node_id": self.node_id,
+            "cluster": self.cluster,
+            "namespace": self.namespace,
+            "mode": self.mode,
+            "peer": self.peer,
+            "connected_at": self.connected_at,
+            "snapshot_version": snapshot.version if snapshot else None,
+            "types": types,
+        }
+
+    def _ctx(self, st: TypeState, **extra: Any) -> dict[str, Any]:
+        return {"stream": self.id, "node": self.node_id, "namespace": self.namespace,
+                "mode": self.mode, "type": short(st.type_url), "nonce_sent": st.nonce, **extra}
+
+
+CONTROL_PLANE = base_pb2.ControlPlane(identifier=f"egress-xds@{socket.gethostname()}")
+
+
+def _identity(data: bytes) -> bytes:
+    return data
+
+
+class AdsServer:
+    """The ADS service over a ``SnapshotCache``. Add it to a ``grpc.aio`` server with
+    ``server.add_generic_rpc_handlers([ads.handler()])``; ``close()`` ends every stream with
+    status OK (used on SIGTERM)."""
+
+    def __init__(self, cache: SnapshotCache, metrics: Metrics | None = None) -> None:
+        self.cache = cache
+        self.metrics = metrics or Metrics()
+        self.streams: dict[int, Stream] = {}
+        self._ids = itertools.count(1)
+        self._closing = False
+
+    def handler(self) -> grpc.GenericRpcHandler:
+        return grpc.method_handlers_generic_handler(SERVICE, {
+            "StreamAggregatedResources": grpc.stream_stream_rpc_method_handler(
+                self._sotw, request_deserializer=discovery_pb2.DiscoveryRequest.FromString,
+                response_serializer=_identity),
+            "DeltaAggregatedResources": grpc.stream_stream_rpc_method_handler(
+                self._delta, request_deserializer=discovery_pb2.DeltaDiscoveryRequest.FromString,
+                response_serializer=_identity),
+        })
+
+    def close(self) -> None:
+        self._closing = True
+        for stream in list(self.streams.values()):
+            stream.closed = True
+            stream.wake.set()
+
+    def describe(self) -> list[dict[str, Any]]:
+        return [s.describe(self.cache.get_snapshot(s.namespace))
+                for s in sorted(self.streams.values(), key=lambda s: (s.namespace, s.node_id, s.id))]
+
+    async def _sotw(self, requests: AsyncIterator[Any], context: grpc.aio.ServicerContext) -> None:
+        await self._serve(requests, context, delta=False)
+
+    async def _delta(self, requests: AsyncIterator[Any], context: grpc.aio.ServicerContext) -> None:
+        await self._serve(requests, context, delta=True)
+
+    async def _serve(self, requests: AsyncIterator[Any], context: grpc.aio.ServicerContext,
+                     delta: bool) -> None:
+        if self._closing:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "egress-xds is shutting down")
+        try:
+            first = await anext(aiter(requests))
+        except StopAsyncIteration:
+            return
+        namespace = node_namespace(first.node)
+        if namespace is None:
+            log.warning("stream refused: node without namespace",
+                        extra={"node": first.node.id, "peer": context.peer()})
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, MISSING_NAMESPACE)
+        assert namespace is not None
+        stream = Stream(next(self._ids), first.node, namespace, delta, context.peer())
+        self.streams[stream.id] = stream
+        mode = stream.mode
+        self.metrics.connected_proxies.labels(mode).inc()
+        self.cache.watch(namespace, stream.wake.set)
+        log.info("stream open", extra={"stream": stream.id, "node": stream.node_id,
+                                       "namespace": namespace, "mode": mode, "peer": stream.peer})
+        stream.on_request(first)
+        stream.wake.set()
+        reader = asyncio.create_task(self._read(stream, requests))
+        try:
+            await self._write(stream, context)
+        finally:
+            reader.cancel()
+            self.cache.unwatch(namespace, stream.wake.set)
+            self.streams.pop(stream.id, None)
+            self.metrics.connected_proxies.labels(mode).dec()
+            log.info("stream closed", extra={"stream": stream.id, "node": stream.node_id,
+                                             "namespace": namespace, "mode": mode})
+
+    async def _read(self, stream: Stream, requests: AsyncIterator[Any]) -> None:
+        try:
+            async for request in requests:
+                stream.on_request(request)
+                stream.wake.set()
+        except (asyncio.CancelledError, grpc.aio.AioRpcError, grpc.RpcError):
+            pass
+        except Exception:
+            log.exception("reading stream failed", extra={"stream": stream.id})
+        finally:
+            stream.closed = True
+            stream.wake.set()
+
+    async def _write(self, stream: Stream, context: grpc.aio.ServicerContext) -> None:
+        while True:
+            await stream.wake.wait()
+            stream.wake.clear()
+            if stream.closed or self._closing:
+                return
+            for type_url in stream.nacks:
+                self.metrics.nacks.labels(short(type_url)).inc()
+            stream.nacks.clear()
+            snapshot = self.cache.get_snapshot(stream.namespace)
+            if snapshot is None:
+                self.cache.request(stream.namespace)
+                continue
+            changed_at = self.cache.set_at(stream.namespace)
+            for type_url, body, first in stream.responses(snapshot):
+                try:
+                    await context.write(body)
+                except (grpc.RpcError, grpc.aio.AbortError, asyncio.InvalidStateError, RuntimeError) as err:
+                    log.info("stream write failed", extra={"stream": stream.id, "error": repr(err)})
+                    return
+                label = short(type_url)
+                self.metrics.pushes.labels(label).inc()
+                if not first:
+                    self.metrics.push_latency.labels(label).observe(
+                        max(0.0, time.monotonic() - changed_at))
+                if stream.closed or self._closing:
+                    return

@@ -1,0 +1,110 @@
+"""The manifest directory source: per-file parse cache, broken files, every kind of change."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from egress_xds.sources.files import FileSource
+
+NET = """\
+apiVersion: policy.linkerd.io/v1alpha1
+kind: EgressNetwork
+metadata: {{name: {name}, namespace: app}}
+spec: {{trafficPolicy: {policy}}}
+"""
+
+
+def net(name: str, policy: str = "Allow") -> str:
+    return NET.format(name=name, policy=policy)
+
+
+def objects(source: FileSource) -> dict[str, str]:
+    """name -> trafficPolicy of every EgressNetwork in force."""
+    return {o.name: o.spec.trafficPolicy for o in source.result().objects}  # type: ignore[attr-defined]
+
+
+def test_broken_file_keeps_its_previous_objects(tmp_path: Path) -> None:
+    (tmp_path / "a.yaml").write_text(net("a") + "---\n" + net("a2"))
+    (tmp_path / "b.yaml").write_text(net("b"))
+    source = FileSource([tmp_path])
+    assert source.scan()
+    assert objects(source) == {"a": "Allow", "a2": "Allow", "b": "Allow"}
+    (tmp_path / "a.yaml").write_text("kind: [unclosed\n")
+    (tmp_path / "b.yaml").write_text(net("b", "Deny"))
+    assert source.scan()
+    result = source.result()
+    assert objects(source) == {"a": "Allow", "a2": "Allow", "b": "Deny"}
+    assert [e.file for e in result.errors] == [str(tmp_path / "a.yaml")]
+    assert "cannot parse" in result.errors[0].message
+    assert any("keeping the previous" in n for n in result.notices)
+    (tmp_path / "a.yaml").write_text(net("a", "Deny"))
+    assert source.scan()
+    assert objects(source) == {"a": "Deny", "b": "Deny"}
+    assert not source.result().errors
+
+
+def test_invalid_object_keeps_its_previous_version(tmp_path: Path) -> None:
+    (tmp_path / "a.yaml").write_text(net("a") + "---\n" + net("other"))
+    source = FileSource([tmp_path])
+    source.scan()
+    (tmp_path / "a.yaml").write_text(net("a", "Sometimes") + "---\n" + net("other", "Deny"))
+    source.scan()
+    result = source.result()
+    assert objects(source) == {"a": "Allow", "other": "Deny"}
+    assert [(e.name, e.field) for e in result.errors] == [("a", "spec.trafficPolicy")]
+
+
+def test_only_changed_files_are_parsed(tmp_path: Path, caplog) -> None:  # type: ignore[no-untyped-def]
+    for i in range(5):
+        (tmp_path / f"n{i}.yaml").write_text(net(f"n{i}"))
+    source = FileSource([tmp_path])
+    source.scan()
+    caplog.clear()
+    caplog.set_level("INFO", logger="egress_xds.sources.files")
+    assert not source.scan()
+    os.utime(tmp_path / "n1.yaml")  # touched, same bytes: not re-parsed
+    assert not source.scan()
+    (tmp_path / "n3.yaml").write_text(net("n3", "Deny"))
+    assert source.scan()
+    loaded = [r.file for r in caplog.records if r.getMessage() == "manifest file loaded"]  # type: ignore[attr-defined]
+    assert loaded == [str(tmp_path / "n3.yaml")]
+
+
+def test_delete_rename_atomic_save_and_configmap_swap(tmp_path: Path) -> None:
+    source = FileSource([tmp_path])
+    (tmp_path / "a.yaml").write_text(net("a"))
+    source.scan()
+    assert objects(source) == {"a": "Allow"}
+    # Rename: same objects, new file name.
+    (tmp_path / "a.yaml").rename(tmp_path / "renamed.yaml")
+    assert source.scan()
+    assert objects(source) == {"a": "Allow"}
+    assert [o.source_file for o in source.result().objects] == [str(tmp_path / "renamed.yaml")]
+    # Editor's atomic save: write a temporary file, rename over the original.
+    tmp = tmp_path / ".renamed.yaml.swp"
+    tmp.write_text(net("a", "Deny"))
+    tmp.replace(tmp_path / "renamed.yaml")
+    assert source.scan()
+    assert objects(source) == {"a": "Deny"}
+    # Delete.
+    (tmp_path / "renamed.yaml").unlink()
+    assert source.scan()
+    assert objects(source) == {}
+    # Kubernetes ConfigMap volume: visible symlinks -> ..data -> ..<timestamp>/ ; swap ..data.
+    first = tmp_path / "..2026_01"
+    first.mkdir()
+    (first / "cm.yaml").write_text(net("cm"))
+    (tmp_path / "..data").symlink_to("..2026_01")
+    (tmp_path / "cm.yaml").symlink_to("..data/cm.yaml")
+    assert source.scan()
+    assert objects(source) == {"cm": "Allow"}
+    second = tmp_path / "..2026_02"
+    second.mkdir()
+    (second / "cm.yaml").write_text(net("cm", "Deny"))
+    (tmp_path / "..data_tmp").symlink_to("..2026_02")
+    (tmp_path / "..data_tmp").replace(tmp_path / "..data")
+    (first / "cm.yaml").unlink()
+    first.rmdir()
+    assert source.scan()
+    assert objects(source) == {"cm": "Deny"}
