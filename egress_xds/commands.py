@@ -23,6 +23,7 @@ from egress_xds.resolve.world import (
     DEFAULT_CONTROLLER_NAME,
     DEFAULT_DETECT_TIMEOUT_MS,
     DEFAULT_GLOBAL_NAMESPACE,
+    DEFAULT_LISTENER_ADDRESSES,
     DEFAULT_OPAQUE_PORTS,
     DEFAULT_OUTBOUND_PORT,
 )
@@ -42,6 +43,8 @@ def add_translator_options(parser: argparse.ArgumentParser) -> None:
                        help="ports that skip protocol detection (default: %(default)s)")
     group.add_argument("--controller-name", default=DEFAULT_CONTROLLER_NAME,
                        help="controllerName in route statuses (default: %(default)s)")
+    group.add_argument("--listener-addresses", default=",".join(DEFAULT_LISTENER_ADDRESSES),
+                       help="addresses the sidecar's outbound listener binds (default: %(default)s)")
     group.add_argument("--detect-timeout", type=float, default=DEFAULT_DETECT_TIMEOUT_MS / 1000, metavar="SECONDS",
                        help="how long to wait for a client's first bytes to detect TLS/HTTP before treating "
                             "the connection as opaque (default: %(default)s)")
@@ -58,6 +61,13 @@ def translator_options(args: argparse.Namespace) -> TranslatorOptions:
         raise SystemExit(f"egress-xds: --opaque-ports: {err}") from None
     if not 1 <= args.outbound_port <= 65535:
         raise SystemExit("egress-xds: --outbound-port must be within 1-65535")
+    addresses = tuple(a.strip() for a in args.listener_addresses.split(",") if a.strip())
+    try:
+        addresses = tuple(str(ipaddress.ip_address(a)) for a in addresses)
+    except ValueError as err:
+        raise SystemExit(f"egress-xds: --listener-addresses: {err}") from None
+    if not addresses or len(set(addresses)) != len(addresses):
+        raise SystemExit("egress-xds: --listener-addresses needs one or more distinct IP addresses")
     if not 0 < args.detect_timeout <= 3600:
         raise SystemExit("egress-xds: --detect-timeout must be more than 0 and at most 3600 seconds")
     return TranslatorOptions(
@@ -67,6 +77,7 @@ def translator_options(args: argparse.Namespace) -> TranslatorOptions:
         opaque_ports=opaque,
         controller_name=args.controller_name,
         detect_timeout_ms=round(args.detect_timeout * 1000),
+        listener_addresses=addresses,
     )
 
 

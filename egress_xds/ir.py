@@ -238,6 +238,7 @@ class NamespaceEgress:
 
     namespace: str
     listener_port: int
+    listener_addresses: tuple[str, ...]
     detect_timeout_ms: int
     destinations: tuple[Destination, ...]
     ports: tuple[int, ...]

@@ -200,11 +200,13 @@ def build_listener(egress: ir.NamespaceEgress) -> listener_pb2.Listener:
     skip = _skip_detection([*egress.no_detect_ports, egress.listener_port])
     listener = listener_pb2.Listener(
         name=LISTENER_NAME,
-        address=address_pb2.Address(socket_address={"address": "0.0.0.0", "port_value": egress.listener_port}),
+        address=address_pb2.Address(
+            socket_address={"address": egress.listener_addresses[0], "port_value": egress.listener_port}),
         additional_addresses=[
             listener_pb2.AdditionalAddress(
-                address=address_pb2.Address(socket_address={"address": "::", "port_value": egress.listener_port})
+                address=address_pb2.Address(socket_address={"address": address, "port_value": egress.listener_port})
             )
+            for address in egress.listener_addresses[1:]
         ],
         traffic_direction=base_pb2.OUTBOUND,
         listener_filters=[

@@ -313,6 +313,7 @@ def translate_namespace(world: World, attachments: Attachments, namespace: str) 
     return ir.NamespaceEgress(
         namespace=namespace,
         listener_port=world.options.outbound_port,
+        listener_addresses=world.options.listener_addresses,
         detect_timeout_ms=world.options.detect_timeout_ms,
         destinations=destinations,
         ports=tuple(sorted(ports)),

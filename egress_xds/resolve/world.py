@@ -30,6 +30,7 @@ DEFAULT_GLOBAL_NAMESPACE = "linkerd-egress"
 DEFAULT_OUTBOUND_PORT = 15001
 DEFAULT_CONTROLLER_NAME = "egress-xds.io/policy-controller"
 DEFAULT_DETECT_TIMEOUT_MS = 10_000
+DEFAULT_LISTENER_ADDRESSES = ("0.0.0.0", "::")
 
 
 def _networks(values: Iterable[str | IPNetwork]) -> tuple[IPNetwork, ...]:
@@ -52,6 +53,9 @@ class TranslatorOptions:
     # How long the listener waits for a client's first bytes to detect TLS/HTTP before
     # treating the connection as opaque (Linkerd's detect timeout is 10 s as well).
     detect_timeout_ms: int = DEFAULT_DETECT_TIMEOUT_MS
+    # Addresses the outbound listener binds (the first is its address, the others are
+    # additional addresses). iptables REDIRECT of local traffic lands on 127.0.0.1 / ::1.
+    listener_addresses: tuple[str, ...] = DEFAULT_LISTENER_ADDRESSES
 
     @staticmethod
     def networks(values: Iterable[str | IPNetwork]) -> tuple[IPNetwork, ...]:

@@ -57,7 +57,7 @@ async def control_plane(tmp_path: Path) -> AsyncIterator[Server]:
     (manifests / "route.yaml").write_text(ROUTE_TEMPLATE % "docs.example.com")
     server = Server(ServeConfig(
         manifests=[str(manifests)], ads_listen="127.0.0.1:0", debug_listen="127.0.0.1:0",
-        options=TranslatorOptions(outbound_port=free_port())))
+        options=TranslatorOptions(outbound_port=free_port(), listener_addresses=("127.0.0.1",))))
     await server.start()
     try:
         yield server
@@ -217,7 +217,7 @@ async def test_two_namespaces_get_their_own_config(control_plane: Server, tmp_pa
 
 async def test_bundled_examples_are_accepted_by_envoy(tmp_path: Path) -> None:
     server = Server(ServeConfig(ads_listen="127.0.0.1:0", debug_listen="127.0.0.1:0", watch=False,
-                                options=TranslatorOptions(outbound_port=free_port())))
+                                options=TranslatorOptions(outbound_port=free_port(), listener_addresses=("127.0.0.1",))))
     await server.start()
     envoys = []
     try:
