@@ -8,6 +8,7 @@ Everything here is a frozen dataclass of plain values, ordered deterministically
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from dataclasses import dataclass, field
 from typing import Literal
@@ -250,10 +251,11 @@ class NamespaceEgress:
 
     def policy(self, governor: Governor, port: int | None) -> PortPolicy:
         effective = port if port in self.ports else None
-        for candidate in self.policies:
-            if candidate.governor == governor and candidate.port == effective:
-                return candidate
-        raise KeyError((governor, port))
+        return self._policy_index[(governor, effective)]
+
+    @functools.cached_property
+    def _policy_index(self) -> dict[tuple[Governor, int | None], PortPolicy]:
+        return {(p.governor, p.port): p for p in self.policies}
 
     def governor_for(self, address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> Governor:
         best: Destination | None = None

@@ -6,6 +6,8 @@ In: IR values. Out: protobuf messages. Called by ``envoy.listener``, ``envoy.rou
 
 from __future__ import annotations
 
+import functools
+
 from envoy.config.accesslog.v3 import accesslog_pb2
 from envoy.extensions.access_loggers.stream.v3 import stream_pb2
 from google.protobuf import any_pb2
@@ -48,9 +50,11 @@ def tcp_stat_prefix(governor: ir.Governor, port_label: str, route: ir.RouteRef |
     return f"egress.{governor_stat(governor)}.{port_label}.{label}"
 
 
+@functools.lru_cache(maxsize=65536)
 def access_log(namespace: str, egress_network: str, route: str | None, protocol: str) -> accesslog_pb2.AccessLog:
     """One JSON line per connection (TCP) or request (HTTP) on stdout, naming the client
-    namespace, the EgressNetwork, the port and the route (spec §6)."""
+    namespace, the EgressNetwork, the port and the route (spec §6). Memoized: the same few
+    messages recur in every chain; callers copy them and never mutate the cached one."""
     fields: dict[str, str] = {
         "time": "%START_TIME%",
         "namespace": namespace,

@@ -24,6 +24,7 @@ Called by ``egress_xds.envoy.build_resources``.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Sequence
 
 from envoy.config.core.v3 import address_pb2, base_pb2, config_source_pb2
@@ -48,6 +49,7 @@ HTTP_PROTOCOLS = ("http/1.0", "http/1.1", "h2c")
 INVALID_BACKEND_BODY = "invalid backend: a backendRef of this route cannot be resolved (see the route's status)"
 
 
+@functools.lru_cache(maxsize=65536)
 def _cidr(network: ir.IPNetwork) -> address_pb2.CidrRange:
     return address_pb2.CidrRange(address_prefix=str(network.network_address), prefix_len={"value": network.prefixlen})
 
@@ -70,35 +72,43 @@ def _default_backends(governor: ir.Governor) -> tuple[ir.Backend, ...]:
     return (ir.Backend("passthrough"),) if governor.allow else (ir.Backend("invalid"),)
 
 
-def _default_filter(namespace: str, policy: ir.PortPolicy) -> lc.Filter:
-    governor = policy.governor
+# The network filters below are memoized on small hashable keys: a world has few distinct
+# (namespace, governor, port, route) combinations but repeats them in many chains and
+# rebuilds. Callers copy the returned messages into their chains and never mutate them.
+
+
+@functools.lru_cache(maxsize=65536)
+def _default_filter(namespace: str, governor: ir.Governor, port_label: str) -> lc.Filter:
     return _tcp_proxy(
-        tcp_stat_prefix(governor, policy.port_label, None),
+        tcp_stat_prefix(governor, port_label, None),
         _default_backends(governor),
         access_log(namespace, governor.label, governor.default_route, "tcp"),
     )
 
 
-def _route_filter(namespace: str, policy: ir.PortPolicy, route: ir.RouteRef, backends: Sequence[ir.Backend]) -> lc.Filter:
+@functools.lru_cache(maxsize=65536)
+def _route_filter(namespace: str, governor: ir.Governor, port_label: str, route: ir.RouteRef,
+                  backends: tuple[ir.Backend, ...]) -> lc.Filter:
     return _tcp_proxy(
-        tcp_stat_prefix(policy.governor, policy.port_label, route),
+        tcp_stat_prefix(governor, port_label, route),
         backends,
-        access_log(namespace, policy.governor.label, route.label, "tcp"),
+        access_log(namespace, governor.label, route.label, "tcp"),
     )
 
 
-def _connection_manager(namespace: str, policy: ir.PortPolicy) -> lc.Filter:
+@functools.lru_cache(maxsize=65536)
+def _connection_manager(namespace: str, governor: ir.Governor, port_label: str, route_config: str) -> lc.Filter:
     manager = hcm_pb2.HttpConnectionManager(
-        stat_prefix=hcm_stat_prefix(policy.governor, policy.port_label),
+        stat_prefix=hcm_stat_prefix(governor, port_label),
         codec_type=hcm_pb2.HttpConnectionManager.AUTO,
         rds=hcm_pb2.Rds(
-            route_config_name=route_config_name(policy),
+            route_config_name=route_config,
             config_source=config_source_pb2.ConfigSource(ads={}, resource_api_version=config_source_pb2.V3),
         ),
         http_filters=[hcm_pb2.HttpFilter(name="envoy.filters.http.router", typed_config=pack(router_pb2.Router()))],
         strip_any_host_port=True,
         strip_trailing_host_dot=True,
-        access_log=[access_log(namespace, policy.governor.label, None, "http")],
+        access_log=[access_log(namespace, governor.label, None, "http")],
         local_reply_config=hcm_pb2.LocalReplyConfig(
             mappers=[
                 hcm_pb2.ResponseMapper(
@@ -126,17 +136,18 @@ def policy_chains(
         m.MergeFrom(lc.FilterChainMatch(**extra))  # type: ignore[arg-type]
         return m
 
-    default = _default_filter(namespace, policy)
+    governor, port_label = policy.governor, policy.port_label
+    default = _default_filter(namespace, governor, port_label)
     if policy.protocol == "opaque":
         return [("default", match(), default)]
     if policy.protocol == "tcp":
         assert policy.tcp_route is not None
         tcp = policy.tcp_route
-        return [("tcp", match(), _route_filter(namespace, policy, tcp.route, tcp.backends))]
+        return [("tcp", match(), _route_filter(namespace, governor, port_label, tcp.route, tcp.backends))]
     if policy.protocol in ("http", "grpc"):
         return [
             ("http", match(transport_protocol="raw_buffer", application_protocols=HTTP_PROTOCOLS),
-             _connection_manager(namespace, policy)),
+             _connection_manager(namespace, governor, port_label, route_config_name(policy))),
             ("raw", match(transport_protocol="raw_buffer"), default),
             ("default", match(), default),
         ]
@@ -144,10 +155,10 @@ def policy_chains(
     for tls in policy.tls_routes:
         if tls.server_names:
             chains.append((f"sni:{tls.route.namespace}/{tls.route.name}", match(server_names=tls.server_names),
-                           _route_filter(namespace, policy, tls.route, tls.backends)))
+                           _route_filter(namespace, governor, port_label, tls.route, tls.backends)))
         else:
             chains.append(("tls", match(transport_protocol="tls"),
-                           _route_filter(namespace, policy, tls.route, tls.backends)))
+                           _route_filter(namespace, governor, port_label, tls.route, tls.backends)))
     chains.append(("default", match(), default))
     return chains
 
@@ -183,11 +194,12 @@ def _sink_chain(name: str, stat: str, namespace: str, port: int | None) -> lc.Fi
 
 def build_listener(egress: ir.NamespaceEgress) -> listener_pb2.Listener:
     chains: list[lc.FilterChain] = []
+    by_governor: dict[ir.Governor, list[ir.IPNetwork]] = {}
+    for dest in egress.destinations:
+        by_governor.setdefault(dest.governor, []).append(dest.network)
+    governors = sorted(by_governor, key=lambda g: (g.kind != "egress-network", g.label))
     for port in [None, *egress.ports]:
-        by_governor: dict[ir.Governor, list[ir.IPNetwork]] = {}
-        for dest in egress.destinations:
-            by_governor.setdefault(dest.governor, []).append(dest.network)
-        for governor in sorted(by_governor, key=lambda g: (g.kind != "egress-network", g.label)):
+        for governor in governors:
             policy = egress.policy(governor, port)
             for variant, match, network_filter in policy_chains(egress.namespace, policy, by_governor[governor]):
                 chains.append(lc.FilterChain(

@@ -51,7 +51,13 @@ def entries(en: EgressNetwork, options: TranslatorOptions) -> tuple[Entry, ...]:
 
 
 def _contains(outer: IPNetwork, inner: IPNetwork) -> bool:
-    return outer.version == inner.version and inner.subnet_of(outer)  # type: ignore[arg-type]
+    """``inner`` lies within ``outer`` (same family). Integer arithmetic: this runs for every
+    pair of boundaries and is several times faster than ``subnet_of``."""
+    return (
+        outer.version == inner.version
+        and outer.prefixlen <= inner.prefixlen
+        and int(inner.network_address) & int(outer.netmask) == int(outer.network_address)
+    )
 
 
 def entry_matches(entry: Entry, prefix: IPNetwork) -> bool:
