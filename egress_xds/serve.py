@@ -37,9 +37,13 @@ from google.protobuf.message import Message
 
 from egress_xds import bootstrap
 from egress_xds.cache import InconsistentSnapshot, Snapshot, SnapshotCache
+from egress_xds.server.admin import AdminServicer, ExplainQuery, add_admin_services
+from egress_xds.server.ads import SERVICE as ADS_SERVICE
 from egress_xds.server.ads import AdsServer
+from egress_xds.server.csds import CsdsServicer
 from egress_xds.server.debug import build_app
 from egress_xds.server.metrics import Metrics
+from egress_xds.sources import Source
 from egress_xds.sources.files import FileSource
 from egress_xds.translate import Translator, TranslatorOptions
 
@@ -97,7 +101,7 @@ def setup_logging(level: str) -> None:
 class ControlPlane:
     """Turns the file source into snapshots: reload on change, compute unseen namespaces."""
 
-    def __init__(self, source: FileSource, translator: Translator, cache: SnapshotCache,
+    def __init__(self, source: Source, translator: Translator, cache: SnapshotCache,
                  metrics: Metrics) -> None:
         self.source = source
         self.translator = translator
@@ -129,6 +133,9 @@ class ControlPlane:
             watched = self.cache.watched_namespaces()
             wanted = set(self.translator.namespaces()) | set(watched)
             order = sorted(wanted, key=lambda ns: (ns not in watched, ns))
+            # Only namespaces whose inputs changed are rebuilt; the others keep their
+            # snapshot (and its serialized bytes) untouched.
+            order = await asyncio.to_thread(self.translator.changed, order)
             for namespace in order:
                 snapshot = await asyncio.to_thread(self._build, namespace)
                 if snapshot is not None:
@@ -146,6 +153,14 @@ class ControlPlane:
             log.info("config reloaded", extra={"namespaces": len(order), "errors": errors,
                                                "seconds": round(elapsed, 4)})
             return True
+
+    async def explain(self, query: ExplainQuery) -> dict[str, Any]:
+        """Admin ``Explain``: the verdict in the world being served. Waits for a running
+        reload (the translator is not shared across threads while one runs)."""
+        async with self._lock:
+            return await asyncio.to_thread(
+                self.translator.explain, query.namespace, query.ip, query.port, sni=query.sni,
+                host=query.host, path=query.path, method=query.method, headers=query.headers or None)
 
     async def compute(self, namespace: str) -> Snapshot | None:
         """Cache hook: the snapshot of a namespace first seen on an ADS stream."""
@@ -206,6 +221,10 @@ class ServeConfig:
     options: TranslatorOptions = field(default_factory=TranslatorOptions)
     watch: bool = True
     shutdown_grace: float = 2.0
+    # The admin API and CSDS: "" serves them on the ADS server, else on this address.
+    admin_listen: str = ""
+    # ``serve --kubernetes``: a ``sources.kubernetes.KubernetesConfig``; None reads manifests.
+    kubernetes: Any = None
 
 
 def _host_port(value: str, flag: str) -> tuple[str, int]:
@@ -223,10 +242,18 @@ class Server:
         self.metrics = Metrics()
         self.cache = SnapshotCache()
         self.ads = AdsServer(self.cache, self.metrics)
-        self.source = FileSource(config.manifests)
+        self.source: Source = FileSource(config.manifests)
+        if config.kubernetes is not None:  # kubernetes is imported only in this mode
+            from egress_xds.sources.kubernetes import KubernetesSource
+
+            self.source = KubernetesSource(config.kubernetes, report=lambda: self.control_plane.status())
         self.control_plane = ControlPlane(self.source, Translator(config.options), self.cache, self.metrics)
         self.cache.compute = self.control_plane.compute
+        self.admin = AdminServicer(self.cache, self.ads, self.control_plane)
+        self.csds = CsdsServicer(self.cache, self.ads)
         self.ads_address = ""
+        self.admin_address = ""
+        self._admin_grpc: grpc.aio.Server | None = None
         self.debug_url = ""
         self._grpc: grpc.aio.Server | None = None
         self._runner: web.AppRunner | None = None
@@ -244,6 +271,8 @@ class Server:
         await self.control_plane.reload()
         self._grpc = grpc.aio.server(options=GRPC_SERVER_OPTIONS)
         self._grpc.add_generic_rpc_handlers([self.ads.handler()])
+        if not self.config.admin_listen:
+            add_admin_services(self._grpc, self.admin, self.csds, also_served=(ADS_SERVICE,))
         listen = self.config.ads_listen
         if listen.startswith("unix:"):
             path = listen.removeprefix("unix:").removeprefix("//")
@@ -260,6 +289,12 @@ class Server:
         if listen.startswith("unix:"):
             # Sidecars in other network namespaces (and as other users) connect through it.
             os.chmod(self.ads_address.removeprefix("unix:"), 0o666)
+        self.admin_address = self.ads_address
+        if self.config.admin_listen:
+            self._admin_grpc = grpc.aio.server()
+            add_admin_services(self._admin_grpc, self.admin, self.csds)
+            self.admin_address = _bind_admin(self._admin_grpc, self.config.admin_listen)
+            await self._admin_grpc.start()
         app = build_app(self.cache, self.ads, self.metrics, self.control_plane.status, self.ready)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
@@ -272,7 +307,7 @@ class Server:
             self._watcher = asyncio.create_task(
                 self.source.watch(self.control_plane.reload, self._stop_watch))
         self._serving = True
-        log.info("serving", extra={"ads": self.ads_address, "debug": self.debug_url,
+        log.info("serving", extra={"ads": self.ads_address, "admin": self.admin_address, "debug": self.debug_url,
                                    "manifests": self.config.manifests,
                                    "namespaces": self.cache.namespaces()})
 
@@ -282,8 +317,11 @@ class Server:
         log.info("stopping")
         self._stop_watch.set()
         self.ads.close()
+        self.admin.close()
         if self._grpc is not None:
             await self._grpc.stop(self.config.shutdown_grace)
+        if self._admin_grpc is not None:
+            await self._admin_grpc.stop(self.config.shutdown_grace)
         if self._watcher is not None:
             self._watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -294,6 +332,16 @@ class Server:
             with contextlib.suppress(OSError):
                 os.unlink(self.ads_address.removeprefix("unix:"))
         log.info("stopped")
+
+
+def _bind_admin(server: grpc.aio.Server, listen: str) -> str:
+    if listen.startswith("unix:"):
+        path = listen.removeprefix("unix:").removeprefix("//")
+        server.add_insecure_port(f"unix:{path}")
+        return f"unix:{path}"
+    host, port = _host_port(listen, "--admin-listen")
+    bound = server.add_insecure_port(f"{host}:{port}" if ":" not in host else f"[{host}]:{port}")
+    return f"{host}:{bound}"
 
 
 async def serve(config: ServeConfig) -> int:
@@ -324,8 +372,23 @@ def cmd_serve(args: argparse.Namespace) -> int:
         ads_listen=args.ads_listen,
         debug_listen=args.debug_listen,
         options=translator_options(args),
+        admin_listen=args.admin_listen or "",
     )
+    if args.kubernetes:
+        config.kubernetes = kubernetes_config(args, config.options.controller_name)
     return asyncio.run(serve(config))
+
+
+def kubernetes_config(args: argparse.Namespace, controller_name: str) -> Any:
+    from egress_xds.sources.kubernetes import KubernetesConfig
+
+    cfg = KubernetesConfig(kubeconfig=args.kubeconfig, lease_name=args.lease_name,
+                           lease_duration=args.lease_duration, renew_deadline=args.lease_renew_deadline,
+                           retry_period=args.lease_retry_period, resync_period=args.status_resync,
+                           write_status=not args.no_status, controller_name=controller_name)
+    if args.lease_namespace:
+        cfg.lease_namespace = args.lease_namespace
+    return cfg
 
 
 def cmd_bootstrap(args: argparse.Namespace) -> int:
@@ -367,11 +430,20 @@ def proxy_table(proxies: list[dict[str, Any]]) -> str:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    try:
-        proxies = fetch_proxies(args.debug_url)
-    except (urllib.error.URLError, OSError, ValueError) as err:
-        print(f"egress-xds status: cannot read {args.debug_url}/debug/proxies: {err}", file=sys.stderr)
-        return 1
+    if args.server:
+        from egress_xds.admin import client
+
+        try:
+            proxies = client.list_proxies(args.server)
+        except client.AdminError as err:
+            print(f"egress-xds status: {err}", file=sys.stderr)
+            return 1
+    else:
+        try:
+            proxies = fetch_proxies(args.debug_url)
+        except (urllib.error.URLError, OSError, ValueError) as err:
+            print(f"egress-xds status: cannot read {args.debug_url}/debug/proxies: {err}", file=sys.stderr)
+            return 1
     if args.output == "json":
         print(json.dumps(proxies, indent=2))
     else:
@@ -389,9 +461,24 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                          help="gRPC ADS address: host:port or unix:PATH (default: %(default)s)")
     serve_p.add_argument("--debug-listen", default=DEFAULT_DEBUG_LISTEN, metavar="HOST:PORT",
                          help="HTTP debug endpoint (default: %(default)s)")
+    serve_p.add_argument("--admin-listen", metavar="ADDR",
+                         help="gRPC admin API and CSDS: host:port or unix:PATH (default: on the ADS address)")
     serve_p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"),
                          help="log level (default: %(default)s); logs are JSON lines on stderr")
     add_translator_options(serve_p)
+    k8s = serve_p.add_argument_group("kubernetes (instead of --manifests)")
+    k8s.add_argument("--kubernetes", action="store_true",
+                     help="list/watch the objects from the Kubernetes API and write their status back")
+    k8s.add_argument("--kubeconfig", metavar="FILE",
+                     help="kubeconfig (default: in-cluster config in a pod, else $KUBECONFIG or ~/.kube/config)")
+    k8s.add_argument("--lease-name", default="egress-xds", help="Lease that elects the status writer (default: %(default)s)")
+    k8s.add_argument("--lease-namespace", help="namespace of the Lease (default: $POD_NAMESPACE or the pod's namespace)")
+    k8s.add_argument("--lease-duration", type=float, default=15.0, metavar="SECONDS", help="default: %(default)s")
+    k8s.add_argument("--lease-renew-deadline", type=float, default=10.0, metavar="SECONDS", help="default: %(default)s")
+    k8s.add_argument("--lease-retry-period", type=float, default=2.0, metavar="SECONDS", help="default: %(default)s")
+    k8s.add_argument("--status-resync", type=float, default=60.0, metavar="SECONDS",
+                     help="how often the leader reconciles every status (default: %(default)s)")
+    k8s.add_argument("--no-status", action="store_true", help="never write status (no Lease either)")
     serve_p.set_defaults(func=cmd_serve)
 
     boot = sub.add_parser("bootstrap", help="print an Envoy sidecar bootstrap that connects to serve")
@@ -411,5 +498,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     status = sub.add_parser("status", help="show connected sidecars and their sync state")
     status.add_argument("--debug-url", default=f"http://{DEFAULT_DEBUG_LISTEN}",
                         help="debug endpoint of a running serve (default: %(default)s)")
+    status.add_argument("--server", metavar="ADDR",
+                        help="read the admin API of a running serve instead (its ADS or --admin-listen address)")
     status.add_argument("-o", "--output", choices=("table", "json"), default="table")
     status.set_defaults(func=cmd_status)
