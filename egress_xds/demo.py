@@ -339,14 +339,11 @@ def find_log_entry(entries: Iterable[Mapping[str, Any]], probe: Probe, obs: Obse
 
 
 def log_route(route: str | None) -> str | None:
-    """Access log route names to explain's: ``HTTPRoute/ns/name/rule0/match0`` (HTTP route
-    name) and ``TLSRoute ns/name`` (tcp_proxy) both become ``TLSRoute ns/name``."""
+    """Access log route names to explain's: ``HTTPRoute ns/name rules[0].matches[0]`` (HTTP
+    route name) and ``TLSRoute ns/name`` (tcp_proxy) both become ``Kind ns/name``."""
     if route is None:
         return None
-    m = re.fullmatch(r"(\w+Route)/([^/]+)/([^/]+)/rule\d+/match\d+", route)
-    if m:
-        return f"{m.group(1)} {m.group(2)}/{m.group(3)}"
-    return route
+    return route.split(" rules[", 1)[0]
 
 
 def attribution_problems(namespace: str, probe: Probe, verdict: Mapping[str, Any],
@@ -481,6 +478,8 @@ def tour(namespace: str) -> list[TourStep]:
                  "TLS is routed by SNI, never terminated"),
         TourStep(Probe("tls", far, 443, sni="evil.example.com"),
                  "another SNI is accepted and closed"),
+        TourStep(Probe("tls", far, 443, sni="payments.example.com"),
+                 "only `payments` (its own EgressNetwork and TLSRoute) may reach this SNI"),
         TourStep(Probe("tcp", far, 9000), "a TCPRoute forwards opaque bytes on port 9000"),
         TourStep(Probe("tcp", far, 5432), "Postgres port (opaque, no detection): closed"),
         TourStep(Probe("http", partner, 80, host="partner.example.com", path="/orders"),
@@ -675,7 +674,11 @@ def up(manifests: Path, namespace: str, place: Place) -> int:
                           serve_start_time=process_start_time(serve_proc.pid),
                           debug_url=debug_url, pod_netns=pod.name,
                           admin=f"127.0.0.1:{pod.admin_port}", namespace=namespace)
-        lab.detach()
+        lab_state = json.loads(lab.detach().read_text())
+        state.extra["processes"] = [{"name": "egress-xds serve", "pid": serve_proc.pid},
+                                    *({"name": p["name"], "pid": p["pid"]}
+                                      for p in lab_state.get("processes", []))]
+        state.extra["namespaces"] = lab_state.get("namespaces", [])
         place.state_file.write_text(json.dumps(state.__dict__, indent=2))
         (place.state_dir / "networkpolicy.yaml").write_text(network_policy(namespace))
     except BaseException:

@@ -168,7 +168,9 @@ class HttpRule:
 
     @property
     def name(self) -> str:
-        return f"{self.route.kind}/{self.route.namespace}/{self.route.name}/rule{self.rule_index}/match{self.match_index}"
+        """The Envoy route name, which access logs print: explain's ``Kind ns/name`` label
+        (also what TCP access logs print) followed by the rule and match it came from."""
+        return f"{self.route.label} rules[{self.rule_index}].matches[{self.match_index}]"
 
 
 @dataclass(frozen=True)

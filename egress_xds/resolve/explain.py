@@ -192,4 +192,6 @@ def explain(
                                    f"{rule.route.label} answers with HTTP {rule.redirect.status} (RequestRedirect)")
                 return backends_verdict(rule.backends, destination, en, rule.route.label)
         return default_verdict(policy, destination, "grpc" if policy.protocol == "grpc" else "http", port)
-    return default_verdict(policy, destination, traffic, port)
+    # HTTP bytes where the policy does not route HTTP (a TLS or TCP port, an opaque port)
+    # are just bytes: the default opaque action applies (close, not 403).
+    return default_verdict(policy, destination, "opaque" if traffic == "http" else traffic, port)

@@ -100,7 +100,7 @@ def test_service_backend_becomes_a_static_cluster_and_keeps_the_host() -> None:
     endpoint = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]["socket_address"]
     assert (endpoint["address"], endpoint["port_value"]) == ("10.96.0.10", 8080)
     route = next(r for rc in dumped["routes"] for vh in rc["virtual_hosts"] for r in vh["routes"]
-                 if r["name"].startswith("HTTPRoute/"))
+                 if r["name"].startswith("HTTPRoute "))
     assert route["route"]["cluster"] == "service|linkerd-egress|api|8080"
     assert not any(k.startswith("host_rewrite") for k in route["route"])
 
@@ -118,7 +118,7 @@ def test_unused_services_get_no_cluster() -> None:
 def test_invalid_http_backend_is_a_500_direct_response(backends: list, reason: str) -> None:
     dumped = rendered([*WORLD, http_route("r", rules=[path_rule("/", backends=backends)])])
     route = next(r for rc in dumped["routes"] for vh in rc["virtual_hosts"] for r in vh["routes"]
-                 if r["name"].startswith("HTTPRoute/"))
+                 if r["name"].startswith("HTTPRoute "))
     assert route["direct_response"]["status"] == 500
     assert reason in route["direct_response"]["body"]["inline_string"]
 
@@ -147,7 +147,7 @@ WEIGHTS = [
 def test_weighted_http_backends(backends: list, expected: dict) -> None:
     dumped = rendered([*WORLD, http_route("r", rules=[path_rule("/", backends=backends)])])
     route = next(r for rc in dumped["routes"] for vh in rc["virtual_hosts"] for r in vh["routes"]
-                 if r["name"].startswith("HTTPRoute/"))
+                 if r["name"].startswith("HTTPRoute "))
     split = {c["name"]: c["weight"] for c in route["route"]["weighted_clusters"]["clusters"]}
     assert split == expected
     cluster_names = {c["name"] for c in dumped["clusters"]}
@@ -174,5 +174,5 @@ def test_all_weights_zero_is_invalid() -> None:
     assert explain(docs, "app", IP, 80, host="h", path="/")["action"] == "invalid"
     dumped = rendered(docs)
     route = next(r for rc in dumped["routes"] for vh in rc["virtual_hosts"] for r in vh["routes"]
-                 if r["name"].startswith("HTTPRoute/"))
+                 if r["name"].startswith("HTTPRoute "))
     assert route["direct_response"]["status"] == 500

@@ -236,7 +236,7 @@ def test_deny_tls_and_opaque_close_without_dialling() -> None:
 def test_invalid_backend_is_500() -> None:
     dumped = _dump("everything", "app")
     invalid = [r for rc in dumped["routes"] for vh in rc["virtual_hosts"] for r in vh["routes"]
-               if r["name"] == "HTTPRoute/linkerd-egress/web/rule1/match0"]
+               if r["name"] == "HTTPRoute linkerd-egress/web rules[1].matches[0]"]
     assert invalid and all(r["direct_response"]["status"] == 500 for r in invalid)
     assert "BackendNotFound" in invalid[0]["direct_response"]["body"]["inline_string"]
 
