@@ -30,7 +30,7 @@ system-packages:
 	fi
 
 lint: setup
-	$(BIN)/ruff check egress_xds tests bench
+	$(BIN)/ruff check egress_xds tests $(wildcard bench)
 	$(BIN)/lint-imports
 	$(BIN)/mypy
 

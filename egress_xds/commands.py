@@ -1,4 +1,5 @@
-"""Offline commands on manifest files: ``translate``, ``validate``, ``explain``.
+"""Offline commands on manifest files: ``translate``, ``validate``, ``explain`` (which asks a
+running ``serve`` instead with ``--server``, through ``egress_xds.admin.client``).
 
 In: parsed CLI arguments. Out: text or JSON/YAML on stdout, load errors on stderr, an exit
 code. Wiring only: loading is ``model``, decisions are ``translate.Translator``.
@@ -81,8 +82,8 @@ def translator_options(args: argparse.Namespace) -> TranslatorOptions:
     )
 
 
-def _add_files(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("-f", "--filename", dest="paths", action="extend", nargs="+", required=True, metavar="PATH",
+def _add_files(parser: argparse.ArgumentParser, required: bool = True) -> None:
+    parser.add_argument("-f", "--filename", dest="paths", action="extend", nargs="+", required=required, metavar="PATH",
                         help="manifest file or directory (repeatable)")
 
 
@@ -153,11 +154,25 @@ def parse_destination(value: str) -> tuple[str, int]:
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
-    result, translator = _load(args)
-    _report_errors(result)
     ip, port = args.to
-    verdict = translator.explain(args.namespace, ip, port, sni=args.sni, host=args.host, path=args.path,
-                                 method=args.method)
+    if bool(args.server) == bool(args.paths):
+        print("egress-xds explain: give either -f/--filename (offline) or --server (a running serve)",
+              file=sys.stderr)
+        return 2
+    if args.server:
+        from egress_xds.admin import client
+
+        try:
+            verdict = client.explain(args.server, args.namespace, ip, port, sni=args.sni, host=args.host,
+                                     path=args.path, method=args.method)
+        except client.AdminError as err:
+            print(f"egress-xds explain: {err}", file=sys.stderr)
+            return 1
+    else:
+        result, translator = _load(args)
+        _report_errors(result)
+        verdict = translator.explain(args.namespace, ip, port, sni=args.sni, host=args.host, path=args.path,
+                                     method=args.method)
     if args.output == "json":
         print(json.dumps(verdict))
         return 0
@@ -190,7 +205,10 @@ def register(sub: Any) -> None:
     validate.set_defaults(func=cmd_validate)
 
     explain = sub.add_parser("explain", help="explain the verdict for one connection from a namespace")
-    _add_files(explain)
+    _add_files(explain, required=False)
+    explain.add_argument("--server", metavar="ADDR",
+                         help="ask a running serve (its ADS or --admin-listen address) instead of reading -f files; "
+                              "the server's translation options apply")
     explain.add_argument("--namespace", "-n", required=True, help="client namespace")
     explain.add_argument("--to", required=True, type=parse_destination, metavar="IP:PORT",
                          help="original destination")

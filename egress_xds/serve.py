@@ -1,9 +1,10 @@
 """``egress-xds serve | bootstrap | status``: wiring of source -> translator -> cache -> servers.
 
 In: CLI arguments (``register`` adds the three subcommands to the ``egress-xds`` parser), a
-manifest directory. Out: a running control plane: the gRPC ADS server (TCP or unix socket),
-the HTTP debug endpoint, a directory watcher that re-translates on change; or a printed
-Envoy bootstrap; or a proxy-status table read from a running server's debug endpoint.
+manifest directory. Out: a running control plane: the gRPC ADS server (TCP or unix socket)
+with the admin API and CSDS (or those on ``--admin-listen``), the HTTP debug endpoint, a
+directory watcher that re-translates on change; or a printed Envoy bootstrap; or a
+proxy-status table read from a running server's debug endpoint or admin API.
 This is the only module that joins the translator (``egress_xds.translate``) to the server
 side (``egress_xds.cache``, ``egress_xds.server``). Called by ``egress_xds.cli``.
 
@@ -328,15 +329,19 @@ class Server:
                 await self._watcher
         if self._runner is not None:
             await self._runner.cleanup()
-        if self.ads_address.startswith("unix:"):
-            with contextlib.suppress(OSError):
-                os.unlink(self.ads_address.removeprefix("unix:"))
+        for address in {self.ads_address, self.admin_address}:
+            if address.startswith("unix:"):
+                with contextlib.suppress(OSError):
+                    os.unlink(address.removeprefix("unix:"))
         log.info("stopped")
 
 
 def _bind_admin(server: grpc.aio.Server, listen: str) -> str:
     if listen.startswith("unix:"):
         path = listen.removeprefix("unix:").removeprefix("//")
+        with contextlib.suppress(FileNotFoundError):
+            if stat.S_ISSOCK(os.stat(path).st_mode):
+                os.unlink(path)
         server.add_insecure_port(f"unix:{path}")
         return f"unix:{path}"
     host, port = _host_port(listen, "--admin-listen")
