@@ -23,28 +23,9 @@ from egress_xds.resources import CLUSTER, LISTENER, ROUTE
 from egress_xds.serve import ServeConfig, Server
 from egress_xds.translate import TranslatorOptions
 from tests.feature.feature_xds import http_listener
-from tests.server.envoy_proc import EnvoyProcess, eventually, free_port
+from tests.server.envoy_proc import EGRESS, ROUTE_TEMPLATE, EnvoyProcess, eventually, free_port
 
 pytestmark = pytest.mark.envoy
-
-EGRESS = """\
-apiVersion: policy.linkerd.io/v1alpha1
-kind: EgressNetwork
-metadata: {name: internet, namespace: app}
-spec: {trafficPolicy: Deny}
-"""
-
-ROUTE_TEMPLATE = """\
-apiVersion: gateway.networking.k8s.io/v1
-kind: HTTPRoute
-metadata: {name: allow-docs, namespace: app}
-spec:
-  parentRefs:
-  - {group: policy.linkerd.io, kind: EgressNetwork, name: internet, port: 80}
-  hostnames: [%s]
-  rules:
-  - matches: [{path: {type: PathPrefix, value: /docs}}]
-"""
 
 Config: TypeAlias = csds_pb2.ClientConfig.GenericXdsConfig
 

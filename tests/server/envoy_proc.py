@@ -163,3 +163,25 @@ async def eventually(check: Any, timeout: float = 10.0, interval: float = 0.05) 
             return last
         await asyncio.sleep(interval)
     raise AssertionError(f"condition not met within {timeout}s (last: {last!r})")
+
+
+# A small world the real-Envoy tests share: a Deny EgressNetwork for namespace `app`, and an
+# HTTPRoute (hostnames filled in by the test) that opens /docs on port 80.
+EGRESS = """\
+apiVersion: policy.linkerd.io/v1alpha1
+kind: EgressNetwork
+metadata: {name: internet, namespace: app}
+spec: {trafficPolicy: Deny}
+"""
+
+ROUTE_TEMPLATE = """\
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: allow-docs, namespace: app}
+spec:
+  parentRefs:
+  - {group: policy.linkerd.io, kind: EgressNetwork, name: internet, port: 80}
+  hostnames: [%s]
+  rules:
+  - matches: [{path: {type: PathPrefix, value: /docs}}]
+"""

@@ -23,30 +23,19 @@ from egress_xds.cache import Snapshot
 from egress_xds.resources import CLUSTER, LISTENER, ROUTE
 from egress_xds.serve import ServeConfig, Server
 from egress_xds.translate import TranslatorOptions
-from tests.server.envoy_proc import EnvoyProcess, canonical, cli, eventually, free_port
+from tests.server.envoy_proc import (
+    EGRESS,
+    ROUTE_TEMPLATE,
+    EnvoyProcess,
+    canonical,
+    cli,
+    eventually,
+    free_port,
+)
 
 pytestmark = pytest.mark.envoy
 
 TYPES = {CLUSTER: cluster_pb2.Cluster, LISTENER: listener_pb2.Listener, ROUTE: route_pb2.RouteConfiguration}
-
-EGRESS = """\
-apiVersion: policy.linkerd.io/v1alpha1
-kind: EgressNetwork
-metadata: {name: internet, namespace: app}
-spec: {trafficPolicy: Deny}
-"""
-
-ROUTE_TEMPLATE = """\
-apiVersion: gateway.networking.k8s.io/v1
-kind: HTTPRoute
-metadata: {name: allow-docs, namespace: app}
-spec:
-  parentRefs:
-  - {group: policy.linkerd.io, kind: EgressNetwork, name: internet, port: 80}
-  hostnames: [%s]
-  rules:
-  - matches: [{path: {type: PathPrefix, value: /docs}}]
-"""
 
 
 @pytest.fixture
