@@ -266,7 +266,7 @@ class Server:
         return self._serving and self.control_plane.loaded
 
     async def start(self) -> None:
-        for path in self.config.manifests:
+        for path in self.config.manifests if self.config.kubernetes is None else ():
             if not Path(path).exists():
                 raise FileNotFoundError(f"--manifests {path}: no such file or directory")
         await self.control_plane.reload()
@@ -393,6 +393,8 @@ def kubernetes_config(args: argparse.Namespace, controller_name: str) -> Any:
                            write_status=not args.no_status, controller_name=controller_name)
     if args.lease_namespace:
         cfg.lease_namespace = args.lease_namespace
+    if not 0 < cfg.retry_period < cfg.renew_deadline < cfg.lease_duration:
+        raise SystemExit("egress-xds: need 0 < --lease-retry-period < --lease-renew-deadline < --lease-duration")
     return cfg
 
 

@@ -1,5 +1,27 @@
-"""Where objects come from: a watched manifest directory (``files``).
+"""Where objects come from: a watched manifest directory (``files``) or the Kubernetes API
+(``kubernetes``, with ``lease`` and ``status_writer`` for status write-back).
 
-In: paths on disk (and, later, the Kubernetes API). Out: ``LoadResult`` values (objects,
-errors, notices) for the wiring in ``egress_xds.serve``, which hands them to the translator.
+In: paths on disk, or a kubeconfig. Out: ``LoadResult`` values (objects, errors, notices) for
+the wiring in ``egress_xds.serve``, which hands them to the translator. Both sources offer the
+``Source`` surface below.
 """
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Protocol
+
+from egress_xds.model.load import LoadResult
+
+
+class Source(Protocol):
+    def scan(self) -> bool:
+        """Bring ``result()`` up to date (blocking; run it in a worker thread); True if it changed."""
+        ...
+
+    def result(self) -> LoadResult: ...
+
+    async def watch(self, on_change: Callable[[], Awaitable[object]], stop: asyncio.Event) -> None:
+        """Await ``on_change`` after each batch of changes until ``stop`` is set."""
+        ...
