@@ -35,11 +35,11 @@ _READ_LIMIT = 1024 * 1024
 
 
 @dataclass
-class TcpResult:
+class Exchange:
+    """What a client saw of one connection: how it ended and whether it was accepted."""
+
     outcome: Outcome
     connected: bool = False
-    reply: dict[str, Any] | None = None  # the world server's JSON answer, if it was JSON
-    raw: str = ""  # everything received, decoded
     error: str = ""
 
     @property
@@ -53,17 +53,16 @@ class TcpResult:
 
 
 @dataclass
-class TlsResult:
-    outcome: Outcome
-    connected: bool = False
+class TcpResult(Exchange):
+    reply: dict[str, Any] | None = None  # the world server's JSON answer, if it was JSON
+    raw: str = ""  # everything received, decoded
+
+
+@dataclass
+class TlsResult(Exchange):
     handshake: bool = False
     report: dict[str, Any] | None = None  # the world TLS server's hello (``sni``, ``server``...)
     echo: dict[str, Any] | None = None  # answer to ``payload`` if one was sent
-    error: str = ""
-
-    @property
-    def ok(self) -> bool:
-        return self.outcome == "ok"
 
     @property
     def sni(self) -> str | None:
@@ -74,27 +73,12 @@ class TlsResult:
     def server(self) -> str | None:
         return self.report.get("server") if self.report else None
 
-    @property
-    def closed(self) -> bool:
-        return self.connected and self.outcome in ("closed", "reset")
-
 
 @dataclass
-class HttpResult:
-    outcome: Outcome
-    connected: bool = False
+class HttpResult(Exchange):
     status: int | None = None
     headers: dict[str, str] = field(default_factory=dict)  # lower-case names
     body: str = ""
-    error: str = ""
-
-    @property
-    def ok(self) -> bool:
-        return self.outcome == "ok"
-
-    @property
-    def closed(self) -> bool:
-        return self.connected and self.outcome in ("closed", "reset")
 
     @property
     def json(self) -> Any:

@@ -20,10 +20,15 @@ from envoy.service.status.v3 import csds_pb2, csds_pb2_grpc
 from egress_xds import bootstrap
 from egress_xds.cache import Snapshot
 from egress_xds.resources import CLUSTER, LISTENER, ROUTE
-from egress_xds.serve import ServeConfig, Server
-from egress_xds.translate import TranslatorOptions
+from egress_xds.serve import Server
 from tests.feature.feature_xds import http_listener
-from tests.server.envoy_proc import EGRESS, ROUTE_TEMPLATE, EnvoyProcess, eventually, free_port
+from tests.server.envoy_proc import (
+    ROUTE_TEMPLATE,
+    EnvoyProcess,
+    app_control_plane,
+    eventually,
+    free_port,
+)
 
 pytestmark = pytest.mark.envoy
 
@@ -32,18 +37,8 @@ Config: TypeAlias = csds_pb2.ClientConfig.GenericXdsConfig
 
 @pytest.fixture
 async def control_plane(tmp_path: Path) -> AsyncIterator[Server]:
-    manifests = tmp_path / "manifests"
-    manifests.mkdir()
-    (manifests / "egress.yaml").write_text(EGRESS)
-    (manifests / "route.yaml").write_text(ROUTE_TEMPLATE % "docs.example.com")
-    server = Server(ServeConfig(
-        manifests=[str(manifests)], ads_listen="127.0.0.1:0", debug_listen="127.0.0.1:0",
-        options=TranslatorOptions(outbound_port=free_port(), listener_addresses=("127.0.0.1",))))
-    await server.start()
-    try:
+    async with app_control_plane(tmp_path) as server:
         yield server
-    finally:
-        await server.stop()
 
 
 async def start_envoy(server: Server, tmp_path: Path, node_id: str, delta: bool = False) -> EnvoyProcess:

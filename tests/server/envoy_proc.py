@@ -15,6 +15,7 @@ import os
 import socket
 import sys
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,8 @@ from google.protobuf import json_format
 from google.protobuf.message import Message
 
 from egress_xds.resources import CLUSTER, LISTENER, ROUTE, message_to_dict
+from egress_xds.serve import ServeConfig, Server
+from egress_xds.translate import TranslatorOptions
 
 CI = os.environ.get("CI") == "true"
 
@@ -185,3 +188,20 @@ spec:
   rules:
   - matches: [{path: {type: PathPrefix, value: /docs}}]
 """
+
+
+@contextlib.asynccontextmanager
+async def app_control_plane(tmp_path: Path) -> AsyncIterator[Server]:
+    """``serve`` in-process on loopback, with EGRESS and the /docs route for docs.example.com."""
+    manifests = tmp_path / "manifests"
+    manifests.mkdir()
+    (manifests / "egress.yaml").write_text(EGRESS)
+    (manifests / "route.yaml").write_text(ROUTE_TEMPLATE % "docs.example.com")
+    server = Server(ServeConfig(
+        manifests=[str(manifests)], ads_listen="127.0.0.1:0", debug_listen="127.0.0.1:0",
+        options=TranslatorOptions(outbound_port=free_port(), listener_addresses=("127.0.0.1",))))
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop()

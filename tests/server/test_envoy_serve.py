@@ -24,9 +24,9 @@ from egress_xds.resources import CLUSTER, LISTENER, ROUTE
 from egress_xds.serve import ServeConfig, Server
 from egress_xds.translate import TranslatorOptions
 from tests.server.envoy_proc import (
-    EGRESS,
     ROUTE_TEMPLATE,
     EnvoyProcess,
+    app_control_plane,
     canonical,
     cli,
     eventually,
@@ -40,18 +40,8 @@ TYPES = {CLUSTER: cluster_pb2.Cluster, LISTENER: listener_pb2.Listener, ROUTE: r
 
 @pytest.fixture
 async def control_plane(tmp_path: Path) -> AsyncIterator[Server]:
-    manifests = tmp_path / "manifests"
-    manifests.mkdir()
-    (manifests / "egress.yaml").write_text(EGRESS)
-    (manifests / "route.yaml").write_text(ROUTE_TEMPLATE % "docs.example.com")
-    server = Server(ServeConfig(
-        manifests=[str(manifests)], ads_listen="127.0.0.1:0", debug_listen="127.0.0.1:0",
-        options=TranslatorOptions(outbound_port=free_port(), listener_addresses=("127.0.0.1",))))
-    await server.start()
-    try:
+    async with app_control_plane(tmp_path) as server:
         yield server
-    finally:
-        await server.stop()
 
 
 async def start_envoy(server: Server, tmp_path: Path, namespace: str, *extra: str) -> EnvoyProcess:
