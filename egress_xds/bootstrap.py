@@ -4,7 +4,10 @@ In: the sidecar's namespace, node id, ADS address (``host:port`` or ``unix:PATH`
 address, outbound port. Out: a YAML bootstrap from the template ``envoy/bootstrap.yaml``:
 ADS over gRPC/HTTP2 with keepalive (a ``unix:`` address becomes a ``pipe``), the namespace in
 ``node.metadata``, admin on loopback, an admin access log, and stats tags that turn the
-egress stat prefixes into Prometheus labels. Called by ``serve.cmd_bootstrap`` and by tests.
+egress stat prefixes into Prometheus labels. With ``tls_ca`` the ADS connection uses TLS
+(an ``UpstreamTlsContext`` verifying the server against that CA and its name), and with
+``tls_cert``/``tls_key`` also presents a client certificate (mTLS; the files are read by
+Envoy, so rotated files need an Envoy restart). Called by ``serve.cmd_bootstrap`` and by tests.
 """
 
 from __future__ import annotations
@@ -63,6 +66,50 @@ class BootstrapOptions:
     outbound_port: int = DEFAULT_OUTBOUND_PORT
     delta: bool = False
     access_log_path: str = "/dev/stdout"
+    tls_ca: str = ""  # PEM file: the CA that signed serve's certificate; enables TLS
+    tls_cert: str = ""  # PEM files: the sidecar's client certificate and key (mTLS)
+    tls_key: str = ""
+    tls_server_name: str = ""  # SNI and the DNS name the server certificate must carry
+
+
+def tls_transport_socket(options: BootstrapOptions, ads: dict[str, Any]) -> dict[str, Any] | None:
+    """The ADS cluster's ``transport_socket`` (an UpstreamTlsContext), or None for plaintext.
+
+    The server certificate must chain to ``tls_ca`` and carry the server name: the
+    ``--tls-server-name``, else the ADS host (a DNS SAN for a name, an IP SAN for an IP);
+    a unix socket without ``--tls-server-name`` is checked against the CA only.
+    """
+    if not options.tls_ca:
+        if options.tls_cert or options.tls_key or options.tls_server_name:
+            raise ValueError("--tls-cert, --tls-key and --tls-server-name need --tls-ca")
+        return None
+    if bool(options.tls_cert) != bool(options.tls_key):
+        raise ValueError("--tls-cert and --tls-key go together")
+    for path in (options.tls_ca, options.tls_cert, options.tls_key):
+        if path and not Path(path).is_absolute():
+            raise ValueError(f"{path!r}: TLS file paths must be absolute (Envoy reads them)")
+    host = ads.get("socket_address", {}).get("address", "")
+    name = options.tls_server_name or (host if host and not _is_ip(host) else "")
+    validation: dict[str, Any] = {"trusted_ca": {"filename": options.tls_ca}}
+    if name:
+        validation["match_typed_subject_alt_names"] = [{"san_type": "DNS", "matcher": {"exact": name}}]
+    elif host:
+        validation["match_typed_subject_alt_names"] = [{"san_type": "IP_ADDRESS", "matcher": {"exact": host}}]
+    common: dict[str, Any] = {
+        "alpn_protocols": ["h2"],
+        "tls_params": {"tls_minimum_protocol_version": "TLSv1_2"},
+        "validation_context": validation,
+    }
+    if options.tls_cert:
+        common["tls_certificates"] = [{"certificate_chain": {"filename": options.tls_cert},
+                                       "private_key": {"filename": options.tls_key}}]
+    context: dict[str, Any] = {
+        "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+        "common_tls_context": common,
+    }
+    if name:
+        context["sni"] = name
+    return {"name": "envoy.transport_sockets.tls", "typed_config": context}
 
 
 def render(options: BootstrapOptions, template: Path = TEMPLATE) -> str:
@@ -77,6 +124,7 @@ def render(options: BootstrapOptions, template: Path = TEMPLATE) -> str:
         cluster_type = "STATIC" if _is_ip(ads["socket_address"]["address"]) else "STRICT_DNS"
     else:
         cluster_type = "STATIC"
+    transport_socket = tls_transport_socket(options, ads)
     values = {
         "node_id": options.node_id or default_node_id(options.namespace),
         "node_cluster": options.node_cluster,
@@ -87,6 +135,11 @@ def render(options: BootstrapOptions, template: Path = TEMPLATE) -> str:
         "ads_api_type": "DELTA_GRPC" if options.delta else "GRPC",
         "ads_cluster_type": cluster_type,
         "ads_address": ads,
+        "ads_transport_socket": transport_socket,
     }
-    text = string.Template(template.read_text(encoding="utf-8"))
+    source = template.read_text(encoding="utf-8")
+    if transport_socket is None:  # plaintext: the line is left out, not set to null
+        source = "".join(line for line in source.splitlines(keepends=True)
+                         if "${ads_transport_socket}" not in line)
+    text = string.Template(source)
     return text.substitute({k: json.dumps(v, sort_keys=True) for k, v in values.items()})

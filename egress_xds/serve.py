@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import json
 import logging
 import os
@@ -40,9 +41,10 @@ from egress_xds import bootstrap
 from egress_xds.cache import InconsistentSnapshot, Snapshot, SnapshotCache
 from egress_xds.server.admin import AdminServicer, ExplainQuery, add_admin_services
 from egress_xds.server.ads import SERVICE as ADS_SERVICE
-from egress_xds.server.ads import AdsServer
+from egress_xds.server.ads import AdsServer, Limits
 from egress_xds.server.csds import CsdsServicer
 from egress_xds.server.debug import build_app
+from egress_xds.server.identity import DEFAULT_TRUST_DOMAIN, SpiffeResolver
 from egress_xds.server.metrics import Metrics
 from egress_xds.sources import Source
 from egress_xds.sources.files import FileSource
@@ -63,6 +65,10 @@ GRPC_SERVER_OPTIONS = [
     ("grpc.keepalive_time_ms", 60000),
     ("grpc.keepalive_timeout_ms", 10000),
 ]
+
+DEFAULT_MAX_STREAMS = 10_000
+DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+DEFAULT_MAX_REQUESTS_PER_SECOND = 100.0
 
 # ---- logging ---------------------------------------------------------------------------------
 
@@ -151,6 +157,11 @@ class ControlPlane:
             self.metrics.snapshots.set(len(self.cache.namespaces()))
             self.metrics.load_errors.set(errors)
             self.loaded = True
+            # What survives a reload (objects, snapshots, memo) is long-lived: move it out of
+            # the collector's generations. A full collection over ~10^6 live objects holds the
+            # GIL for most of a second and stalls every stream (bench part 5); frozen objects
+            # are still freed by reference counting when a later reload drops them.
+            gc.freeze()
             log.info("config reloaded", extra={"namespaces": len(order), "errors": errors,
                                                "seconds": round(elapsed, 4)})
             return True
@@ -226,6 +237,38 @@ class ServeConfig:
     admin_listen: str = ""
     # ``serve --kubernetes``: a ``sources.kubernetes.KubernetesConfig``; None reads manifests.
     kubernetes: Any = None
+    # TLS for the ADS (and admin) listener: PEM files. ``client_ca`` turns on mTLS, and the
+    # sidecar's namespace then comes from its certificate's SPIFFE ID in ``trust_domain``.
+    tls_cert: str = ""
+    tls_key: str = ""
+    client_ca: str = ""
+    trust_domain: str = DEFAULT_TRUST_DOMAIN
+    max_streams: int = DEFAULT_MAX_STREAMS
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+    max_requests_per_second: float = DEFAULT_MAX_REQUESTS_PER_SECOND
+
+    def grpc_options(self) -> list[tuple[str, Any]]:
+        # The ADS handler enforces --max-message-bytes itself (with a log line); gRPC's own
+        # limit, which rejects silently, is a backstop at twice that.
+        return [*GRPC_SERVER_OPTIONS, ("grpc.max_receive_message_length", 2 * self.max_message_bytes)]
+
+    def credentials(self) -> grpc.ServerCredentials | None:
+        """The listeners' TLS credentials, or None for plaintext. Raises ValueError on a bad
+        combination and OSError on an unreadable file."""
+        if not self.tls_cert and not self.tls_key:
+            if self.client_ca:
+                raise ValueError("--client-ca needs --tls-cert and --tls-key")
+            return None
+        if not (self.tls_cert and self.tls_key):
+            raise ValueError("--tls-cert and --tls-key go together")
+        pair = (Path(self.tls_key).read_bytes(), Path(self.tls_cert).read_bytes())
+        if not self.client_ca:
+            return grpc.ssl_server_credentials([pair])
+        return grpc.ssl_server_credentials([pair], root_certificates=Path(self.client_ca).read_bytes(),
+                                           require_client_auth=True)
+
+    def transport(self) -> str:
+        return "mtls" if self.client_ca else "tls" if self.tls_cert else "plaintext"
 
 
 def _host_port(value: str, flag: str) -> tuple[str, int]:
@@ -242,7 +285,13 @@ class Server:
         self.config = config
         self.metrics = Metrics()
         self.cache = SnapshotCache()
-        self.ads = AdsServer(self.cache, self.metrics)
+        self.ads = AdsServer(
+            self.cache, self.metrics,
+            identity=SpiffeResolver(config.trust_domain) if config.client_ca else None,
+            limits=Limits(max_streams=config.max_streams,
+                          max_requests_per_second=config.max_requests_per_second,
+                          burst=max(1, int(config.max_requests_per_second * 2)),
+                          max_message_bytes=config.max_message_bytes))
         self.source: Source = FileSource(config.manifests)
         if config.kubernetes is not None:  # kubernetes is imported only in this mode
             from egress_xds.sources.kubernetes import KubernetesSource
@@ -269,22 +318,29 @@ class Server:
         for path in self.config.manifests if self.config.kubernetes is None else ():
             if not Path(path).exists():
                 raise FileNotFoundError(f"--manifests {path}: no such file or directory")
+        credentials = self.config.credentials()
         await self.control_plane.reload()
-        self._grpc = grpc.aio.server(options=GRPC_SERVER_OPTIONS)
+        self._grpc = grpc.aio.server(options=self.config.grpc_options())
         self._grpc.add_generic_rpc_handlers([self.ads.handler()])
-        if not self.config.admin_listen:
+        if not self.config.admin_listen and not self.config.client_ca:
             add_admin_services(self._grpc, self.admin, self.csds, also_served=(ADS_SERVICE,))
+        elif not self.config.admin_listen:
+            # With mTLS every sidecar holds a valid client certificate; the admin API and CSDS
+            # show every namespace, so they are not offered where sidecars connect.
+            log.warning("admin API and CSDS not served: with --client-ca they need their own "
+                        "--admin-listen (keep it on loopback or a private socket)")
         listen = self.config.ads_listen
         if listen.startswith("unix:"):
             path = listen.removeprefix("unix:").removeprefix("//")
             with contextlib.suppress(FileNotFoundError):
                 if stat.S_ISSOCK(os.stat(path).st_mode):
                     os.unlink(path)
-            self._grpc.add_insecure_port(f"unix:{path}")
+            _add_port(self._grpc, f"unix:{path}", credentials)
             self.ads_address = f"unix:{path}"
         else:
             host, port = _host_port(listen, "--ads-listen")
-            bound = self._grpc.add_insecure_port(f"{host}:{port}" if ":" not in host else f"[{host}]:{port}")
+            bound = _add_port(self._grpc, f"{host}:{port}" if ":" not in host else f"[{host}]:{port}",
+                              credentials)
             self.ads_address = f"{host}:{bound}"
         await self._grpc.start()
         if listen.startswith("unix:"):
@@ -292,9 +348,9 @@ class Server:
             os.chmod(self.ads_address.removeprefix("unix:"), 0o666)
         self.admin_address = self.ads_address
         if self.config.admin_listen:
-            self._admin_grpc = grpc.aio.server()
+            self._admin_grpc = grpc.aio.server(options=self.config.grpc_options())
             add_admin_services(self._admin_grpc, self.admin, self.csds)
-            self.admin_address = _bind_admin(self._admin_grpc, self.config.admin_listen)
+            self.admin_address = _bind_admin(self._admin_grpc, self.config.admin_listen, credentials)
             await self._admin_grpc.start()
         app = build_app(self.cache, self.ads, self.metrics, self.control_plane.status, self.ready)
         self._runner = web.AppRunner(app, access_log=None)
@@ -309,6 +365,10 @@ class Server:
                 self.source.watch(self.control_plane.reload, self._stop_watch))
         self._serving = True
         log.info("serving", extra={"ads": self.ads_address, "admin": self.admin_address, "debug": self.debug_url,
+                                   "transport": self.config.transport(),
+                                   "max_streams": self.config.max_streams,
+                                   "max_message_bytes": self.config.max_message_bytes,
+                                   "max_requests_per_second": self.config.max_requests_per_second,
                                    "manifests": self.config.manifests,
                                    "namespaces": self.cache.namespaces()})
 
@@ -336,16 +396,23 @@ class Server:
         log.info("stopped")
 
 
-def _bind_admin(server: grpc.aio.Server, listen: str) -> str:
+def _add_port(server: grpc.aio.Server, address: str, credentials: grpc.ServerCredentials | None) -> int:
+    if credentials is None:
+        return server.add_insecure_port(address)
+    return server.add_secure_port(address, credentials)
+
+
+def _bind_admin(server: grpc.aio.Server, listen: str,
+                credentials: grpc.ServerCredentials | None = None) -> str:
     if listen.startswith("unix:"):
         path = listen.removeprefix("unix:").removeprefix("//")
         with contextlib.suppress(FileNotFoundError):
             if stat.S_ISSOCK(os.stat(path).st_mode):
                 os.unlink(path)
-        server.add_insecure_port(f"unix:{path}")
+        _add_port(server, f"unix:{path}", credentials)
         return f"unix:{path}"
     host, port = _host_port(listen, "--admin-listen")
-    bound = server.add_insecure_port(f"{host}:{port}" if ":" not in host else f"[{host}]:{port}")
+    bound = _add_port(server, f"{host}:{port}" if ":" not in host else f"[{host}]:{port}", credentials)
     return f"{host}:{bound}"
 
 
@@ -378,6 +445,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
         debug_listen=args.debug_listen,
         options=translator_options(args),
         admin_listen=args.admin_listen or "",
+        tls_cert=args.tls_cert or "",
+        tls_key=args.tls_key or "",
+        client_ca=args.client_ca or "",
+        trust_domain=args.trust_domain,
+        max_streams=args.max_streams,
+        max_message_bytes=args.max_message_bytes,
+        max_requests_per_second=args.max_requests_per_second,
     )
     if args.kubernetes:
         config.kubernetes = kubernetes_config(args, config.options.controller_name)
@@ -402,12 +476,18 @@ def cmd_bootstrap(args: argparse.Namespace) -> int:
     try:
         text = bootstrap.render(bootstrap.BootstrapOptions(
             namespace=args.namespace, node_id=args.node_id, ads=args.ads, admin=args.admin,
-            outbound_port=args.outbound_port, delta=args.delta, access_log_path=args.access_log))
+            outbound_port=args.outbound_port, delta=args.delta, access_log_path=args.access_log,
+            tls_ca=_absolute(args.tls_ca), tls_cert=_absolute(args.tls_cert), tls_key=_absolute(args.tls_key),
+            tls_server_name=args.tls_server_name or ""))
     except ValueError as err:
         print(f"egress-xds bootstrap: {err}", file=sys.stderr)
         return 2
     sys.stdout.write(text)
     return 0
+
+
+def _absolute(path: str | None) -> str:
+    return str(Path(path).absolute()) if path else ""
 
 
 def fetch_proxies(debug_url: str, timeout: float = 5.0) -> list[dict[str, Any]]:
@@ -458,6 +538,20 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text}: must be 0 or more")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text}: must be more than 0")
+    return value
+
+
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     from egress_xds.commands import add_translator_options
 
@@ -472,6 +566,22 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                          help="gRPC admin API and CSDS: host:port or unix:PATH (default: on the ADS address)")
     serve_p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"),
                          help="log level (default: %(default)s); logs are JSON lines on stderr")
+    tls = serve_p.add_argument_group("TLS for the ADS and admin listeners (default: plaintext)")
+    tls.add_argument("--tls-cert", metavar="PEM", help="server certificate chain (PEM)")
+    tls.add_argument("--tls-key", metavar="PEM", help="server private key (PEM)")
+    tls.add_argument("--client-ca", metavar="PEM",
+                     help="mTLS: require client certificates signed by this CA; the sidecar's namespace is "
+                          "then taken from its SPIFFE ID spiffe://TRUST-DOMAIN/ns/NS/sa/SA")
+    tls.add_argument("--trust-domain", default=DEFAULT_TRUST_DOMAIN,
+                     help="SPIFFE trust domain client certificates must be in (default: %(default)s)")
+    limits = serve_p.add_argument_group("limits (0 disables one)")
+    limits.add_argument("--max-streams", type=_non_negative_int, default=DEFAULT_MAX_STREAMS, metavar="N",
+                        help="ADS streams open at once; more get RESOURCE_EXHAUSTED (default: %(default)s)")
+    limits.add_argument("--max-message-bytes", type=_positive_int, default=DEFAULT_MAX_MESSAGE_BYTES,
+                        metavar="BYTES", help="largest gRPC request accepted (default: %(default)s)")
+    limits.add_argument("--max-requests-per-second", type=float, default=DEFAULT_MAX_REQUESTS_PER_SECOND,
+                        metavar="N", help="requests per ADS stream and second, bursts of twice that; a stream "
+                                          "beyond it ends with RESOURCE_EXHAUSTED (default: %(default)s)")
     add_translator_options(serve_p)
     k8s = serve_p.add_argument_group("kubernetes (instead of --manifests)")
     k8s.add_argument("--kubernetes", action="store_true",
@@ -500,6 +610,13 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     boot.add_argument("--delta", action="store_true", help="use delta xDS (DELTA_GRPC) instead of SotW")
     boot.add_argument("--access-log", default="/dev/stdout", metavar="PATH",
                       help="admin access log path (default: %(default)s)")
+    boot_tls = boot.add_argument_group("TLS to serve (default: plaintext)")
+    boot_tls.add_argument("--tls-ca", metavar="PEM", help="CA that signed serve's certificate; turns TLS on")
+    boot_tls.add_argument("--tls-cert", metavar="PEM",
+                          help="client certificate chain for mTLS (SPIFFE ID spiffe://TD/ns/NS/sa/SA)")
+    boot_tls.add_argument("--tls-key", metavar="PEM", help="client private key for mTLS")
+    boot_tls.add_argument("--tls-server-name", metavar="NAME",
+                          help="SNI and DNS name serve's certificate must carry (default: the --ads host)")
     boot.set_defaults(func=cmd_bootstrap)
 
     status = sub.add_parser("status", help="show connected sidecars and their sync state")

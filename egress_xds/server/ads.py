@@ -23,6 +23,13 @@ Rules (numbers refer to xds-server.md):
    writes from its own task and the cache only sets an event: no stream waits for another.
 10. an unchanged set is never sent again.
 11. bytes come from the snapshot, encoded once per version.
+
+Limits and identity (``Limits``, ``serve --max-streams/--max-requests-per-second``, mTLS):
+at most ``max_streams`` streams at once, at most ``max_requests_per_second`` requests per
+stream (a token bucket holding ``burst``), at most ``max_types_per_stream`` type URLs per
+stream; beyond, that stream alone ends with RESOURCE_EXHAUSTED and a ``limit hit`` warning.
+With an identity resolver (``identity.SpiffeResolver``) the peer's certificate names the
+namespace: a node claiming another is refused with PERMISSION_DENIED.
 """
 
 from __future__ import annotations
@@ -32,16 +39,18 @@ import itertools
 import logging
 import socket
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
 from envoy.config.core.v3 import base_pb2
 from envoy.service.discovery.v3 import discovery_pb2
+from google.protobuf.message import DecodeError
 
 from egress_xds.cache import ResourceEntry, Snapshot, SnapshotCache, content_version, node_namespace
 from egress_xds.resources import CLUSTER, LISTENER, PUSH_ORDER, ROUTE, SHORT_NAMES
+from egress_xds.server.identity import IdentityError, PeerIdentity
 from egress_xds.server.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -55,6 +64,71 @@ MISSING_NAMESPACE = (
 )
 
 SYNCED, STALE, NACKED, NOT_SENT = "SYNCED", "STALE", "NACKED", "NOT SENT"
+
+# Given a stream's context, the verified peer identity (or IdentityError to refuse it).
+IdentityResolver = Callable[[Any], PeerIdentity]
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Per-server and per-stream limits; 0 disables one."""
+
+    max_streams: int = 10_000
+    max_requests_per_second: float = 100.0
+    burst: int = 200
+    max_types_per_stream: int = 32
+    # Requests larger than this end their stream (RESOURCE_EXHAUSTED, logged); serve sets
+    # gRPC's own receive limit to twice this as a backstop (rejected by gRPC, not logged).
+    max_message_bytes: int = 4 * 1024 * 1024
+
+
+class RequestRejected(Exception):
+    """Raised while decoding a request: the stream ends with ``code``."""
+
+    def __init__(self, code: grpc.StatusCode, message: str, event: str, **extra: Any) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.event = event
+        self.extra = extra
+
+
+def _parser(message_type: Any, max_bytes: int) -> Callable[[bytes], Any]:
+    def parse(data: bytes) -> Any:
+        if max_bytes and len(data) > max_bytes:
+            raise RequestRejected(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"request of {len(data)} bytes is larger than {max_bytes} (--max-message-bytes)",
+                "limit hit: message size, stream ended", limit="max_message_bytes",
+                max_message_bytes=max_bytes, size=len(data))
+        try:
+            return message_type.FromString(data)
+        except DecodeError as err:
+            raise RequestRejected(grpc.StatusCode.INVALID_ARGUMENT,
+                                  f"malformed {message_type.DESCRIPTOR.name}: {err}",
+                                  "malformed request, stream ended", size=len(data)) from None
+    return parse
+
+
+class TokenBucket:
+    """``rate`` tokens per second, at most ``burst`` saved up; ``take()`` spends one."""
+
+    def __init__(self, rate: float, burst: int) -> None:
+        self.rate = rate
+        self.burst = max(1.0, float(burst))
+        self.tokens = self.burst
+        self.at = time.monotonic()
+
+    def take(self) -> bool:
+        if self.rate <= 0:
+            return True
+        now = time.monotonic()
+        self.tokens = min(self.burst, self.tokens + (now - self.at) * self.rate)
+        self.at = now
+        if self.tokens < 1.0:
+            return False
+        self.tokens -= 1.0
+        return True
 
 
 def short(type_url: str) -> str:
@@ -148,6 +222,7 @@ class Stream:
         self.wake = asyncio.Event()
         self.closed = False
         self.nacks: list[str] = []  # type URLs NACKed since the writer last looked (metrics)
+        self.refused: tuple[grpc.StatusCode, str] | None = None  # a limit ended the stream
         self._nonces = itertools.count(1)
 
     @property
@@ -445,20 +520,26 @@ class AdsServer:
     ``server.add_generic_rpc_handlers([ads.handler()])``; ``close()`` ends every stream with
     status OK (used on SIGTERM)."""
 
-    def __init__(self, cache: SnapshotCache, metrics: Metrics | None = None) -> None:
+    def __init__(self, cache: SnapshotCache, metrics: Metrics | None = None, *,
+                 identity: IdentityResolver | None = None, limits: Limits | None = None) -> None:
         self.cache = cache
         self.metrics = metrics or Metrics()
+        self.identity = identity
+        self.limits = limits or Limits()
         self.streams: dict[int, Stream] = {}
         self._ids = itertools.count(1)
         self._closing = False
+        self._active = 0  # handlers running, including streams not yet past their first request
 
     def handler(self) -> grpc.GenericRpcHandler:
         return grpc.method_handlers_generic_handler(SERVICE, {
             "StreamAggregatedResources": grpc.stream_stream_rpc_method_handler(
-                self._sotw, request_deserializer=discovery_pb2.DiscoveryRequest.FromString,
+                self._sotw, request_deserializer=_parser(discovery_pb2.DiscoveryRequest,
+                                                         self.limits.max_message_bytes),
                 response_serializer=_identity),
             "DeltaAggregatedResources": grpc.stream_stream_rpc_method_handler(
-                self._delta, request_deserializer=discovery_pb2.DeltaDiscoveryRequest.FromString,
+                self._delta, request_deserializer=_parser(discovery_pb2.DeltaDiscoveryRequest,
+                                                          self.limits.max_message_bytes),
                 response_serializer=_identity),
         })
 
@@ -482,11 +563,47 @@ class AdsServer:
                      delta: bool) -> None:
         if self._closing:
             await context.abort(grpc.StatusCode.UNAVAILABLE, "egress-xds is shutting down")
+        limit = self.limits.max_streams
+        if limit and self._active >= limit:
+            log.warning("limit hit: max streams, stream refused",
+                        extra={"limit": "max_streams", "max_streams": limit, "peer": context.peer()})
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                f"egress-xds serves at most {limit} ADS streams (--max-streams)")
+        self._active += 1
+        try:
+            await self._serve_stream(requests, context, delta)
+        finally:
+            self._active -= 1
+
+    async def _serve_stream(self, requests: AsyncIterator[Any], context: grpc.aio.ServicerContext,
+                            delta: bool) -> None:
+        peer_identity: PeerIdentity | None = None
+        if self.identity is not None:
+            try:
+                peer_identity = self.identity(context)
+            except IdentityError as err:
+                log.warning("stream refused: client identity",
+                            extra={"peer": context.peer(), "code": err.code.name, "error": err.message})
+                await context.abort(err.code, err.message)
         try:
             first = await anext(aiter(requests))
         except StopAsyncIteration:
             return
+        except RequestRejected as err:
+            log.warning(err.event, extra={"peer": context.peer(), "error": err.message, **err.extra})
+            await context.abort(err.code, err.message)
         namespace = node_namespace(first.node)
+        if peer_identity is not None:
+            if namespace is None:
+                namespace = peer_identity.namespace  # the certificate says it
+            elif namespace != peer_identity.namespace:
+                log.warning("stream refused: namespace not the client certificate's",
+                            extra={"node": first.node.id, "peer": context.peer(), "namespace": namespace,
+                                   "identity": peer_identity.spiffe_id})
+                await context.abort(grpc.StatusCode.PERMISSION_DENIED, (
+                    f"node.metadata.namespace {namespace!r} is not the namespace of the client "
+                    f"certificate ({peer_identity.spiffe_id}): a sidecar only gets its own "
+                    "namespace's config"))
         if namespace is None:
             log.warning("stream refused: node without namespace",
                         extra={"node": first.node.id, "peer": context.peer()})
@@ -497,13 +614,20 @@ class AdsServer:
         mode = stream.mode
         self.metrics.connected_proxies.labels(mode).inc()
         self.cache.watch(namespace, stream.wake.set)
-        log.info("stream open", extra={"stream": stream.id, "node": stream.node_id,
-                                       "namespace": namespace, "mode": mode, "peer": stream.peer})
+        extra = {"stream": stream.id, "node": stream.node_id, "namespace": namespace, "mode": mode,
+                 "peer": stream.peer}
+        if peer_identity is not None:
+            extra["identity"] = peer_identity.spiffe_id
+        log.info("stream open", extra=extra)
+        bucket = TokenBucket(self.limits.max_requests_per_second, self.limits.burst)
+        bucket.take()
         stream.on_request(first)
         stream.wake.set()
-        reader = asyncio.create_task(self._read(stream, requests))
+        reader = asyncio.create_task(self._read(stream, requests, bucket))
         try:
             await self._write(stream, context)
+            if stream.refused is not None:
+                await context.abort(*stream.refused)
         finally:
             reader.cancel()
             self.cache.unwatch(namespace, stream.wake.set)
@@ -512,11 +636,41 @@ class AdsServer:
             log.info("stream closed", extra={"stream": stream.id, "node": stream.node_id,
                                              "namespace": namespace, "mode": mode})
 
-    async def _read(self, stream: Stream, requests: AsyncIterator[Any]) -> None:
+    def _check_limits(self, stream: Stream, request: Any, bucket: TokenBucket) -> tuple[grpc.StatusCode, str] | None:
+        limits = self.limits
+        ctx = {"stream": stream.id, "node": stream.node_id, "namespace": stream.namespace,
+               "peer": stream.peer}
+        if not bucket.take():
+            log.warning("limit hit: request rate, stream ended",
+                        extra={"limit": "max_requests_per_second",
+                               "max_requests_per_second": limits.max_requests_per_second,
+                               "burst": limits.burst, **ctx})
+            return grpc.StatusCode.RESOURCE_EXHAUSTED, (
+                f"more than {limits.max_requests_per_second:g} requests per second on one ADS stream "
+                f"(burst {limits.burst}; --max-requests-per-second)")
+        if (limits.max_types_per_stream and request.type_url not in stream.types
+                and len(stream.types) >= limits.max_types_per_stream):
+            log.warning("limit hit: type URLs per stream, stream ended",
+                        extra={"limit": "max_types_per_stream",
+                               "max_types_per_stream": limits.max_types_per_stream, **ctx})
+            return grpc.StatusCode.RESOURCE_EXHAUSTED, (
+                f"more than {limits.max_types_per_stream} type URLs on one ADS stream")
+        return None
+
+    async def _read(self, stream: Stream, requests: AsyncIterator[Any], bucket: TokenBucket) -> None:
         try:
             async for request in requests:
+                refused = self._check_limits(stream, request, bucket)
+                if refused is not None:
+                    stream.refused = refused
+                    break
                 stream.on_request(request)
                 stream.wake.set()
+        except RequestRejected as err:
+            log.warning(err.event, extra={"stream": stream.id, "node": stream.node_id,
+                                          "namespace": stream.namespace, "peer": stream.peer,
+                                          "error": err.message, **err.extra})
+            stream.refused = err.code, err.message
         except (asyncio.CancelledError, grpc.aio.AioRpcError, grpc.RpcError):
             pass
         except Exception:
@@ -542,7 +696,8 @@ class AdsServer:
             for type_url, body, first in stream.responses(snapshot):
                 try:
                     await context.write(body)
-                except (grpc.RpcError, grpc.aio.AbortError, asyncio.InvalidStateError, RuntimeError) as err:
+                except Exception as err:  # the call ended; a blocked write of a stuck client
+                    # that goes away fails with grpc's internal ExecuteBatchError
                     log.info("stream write failed", extra={"stream": stream.id, "error": repr(err)})
                     return
                 label = short(type_url)
