@@ -164,7 +164,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
         try:
             verdict = client.explain(args.server, args.namespace, ip, port, sni=args.sni, host=args.host,
-                                     path=args.path, method=args.method)
+                                     path=args.path, method=args.method, tls=client.tls_from_args(args))
         except client.AdminError as err:
             print(f"egress-xds explain: {err}", file=sys.stderr)
             return 1
@@ -191,6 +191,8 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
 
 def register(sub: Any) -> None:
+    from egress_xds.admin.client import add_tls_arguments
+
     translate = sub.add_parser("translate", help="print the Envoy config a sidecar in a namespace receives")
     _add_files(translate)
     translate.add_argument("--namespace", "-n", required=True, help="client namespace")
@@ -209,6 +211,7 @@ def register(sub: Any) -> None:
     explain.add_argument("--server", metavar="ADDR",
                          help="ask a running serve (its ADS or --admin-listen address) instead of reading -f files; "
                               "the server's translation options apply")
+    add_tls_arguments(explain)
     explain.add_argument("--namespace", "-n", required=True, help="client namespace")
     explain.add_argument("--to", required=True, type=parse_destination, metavar="IP:PORT",
                          help="original destination")

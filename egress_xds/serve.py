@@ -521,7 +521,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         from egress_xds.admin import client
 
         try:
-            proxies = client.list_proxies(args.server)
+            proxies = client.list_proxies(args.server, tls=client.tls_from_args(args))
         except client.AdminError as err:
             print(f"egress-xds status: {err}", file=sys.stderr)
             return 1
@@ -553,6 +553,7 @@ def _positive_int(text: str) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    from egress_xds.admin import client
     from egress_xds.commands import add_translator_options
 
     serve_p = sub.add_parser("serve", help="run the ADS control plane on a watched manifest directory")
@@ -625,4 +626,5 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     status.add_argument("--server", metavar="ADDR",
                         help="read the admin API of a running serve instead (its ADS or --admin-listen address)")
     status.add_argument("-o", "--output", choices=("table", "json"), default="table")
+    client.add_tls_arguments(status)
     status.set_defaults(func=cmd_status)

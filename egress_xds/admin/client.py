@@ -9,6 +9,8 @@ message. Called by ``egress_xds.commands`` and ``egress_xds.serve``.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -23,9 +25,32 @@ class AdminError(Exception):
     """A call to the admin API failed; the message names the server and says why."""
 
 
-def _call(server: str, method: str, request: Any, timeout: float) -> Any:
+@dataclass(frozen=True)
+class ClientTLS:
+    """TLS towards a ``serve`` started with ``--tls-cert`` (and, for mTLS, ``--client-ca``):
+    the CA that signed the server's certificate, optionally this client's certificate and
+    key, and the name to check the server's certificate against (default: the address)."""
+
+    ca: str
+    cert: str = ""
+    key: str = ""
+    server_name: str = ""
+
+    def channel(self, server: str) -> grpc.Channel:
+        try:
+            creds = grpc.ssl_channel_credentials(
+                root_certificates=Path(self.ca).read_bytes(),
+                private_key=Path(self.key).read_bytes() if self.key else None,
+                certificate_chain=Path(self.cert).read_bytes() if self.cert else None)
+        except OSError as err:
+            raise AdminError(f"{server}: cannot read TLS files: {err}") from None
+        options = [("grpc.ssl_target_name_override", self.server_name)] if self.server_name else []
+        return grpc.secure_channel(server, creds, options=options)
+
+
+def _call(server: str, method: str, request: Any, timeout: float, tls: ClientTLS | None = None) -> Any:
     try:
-        with grpc.insecure_channel(server) as channel:
+        with (tls.channel(server) if tls else grpc.insecure_channel(server)) as channel:
             stub = admin_pb2_grpc.AdminServiceStub(channel)
             return getattr(stub, method)(request, timeout=timeout)
     except grpc.RpcError as err:
@@ -58,15 +83,35 @@ def explain_request(namespace: str, ip: str, port: int, *, sni: str | None = Non
 
 def explain(server: str, namespace: str, ip: str, port: int, *, sni: str | None = None,
             host: str | None = None, path: str | None = None, method: str | None = None,
-            timeout: float = DEFAULT_TIMEOUT) -> dict[str, Any]:
+            timeout: float = DEFAULT_TIMEOUT, tls: ClientTLS | None = None) -> dict[str, Any]:
     request = explain_request(namespace, ip, port, sni=sni, host=host, path=path, method=method)
-    return convert.verdict_to_dict(_call(server, "Explain", request, timeout))
+    return convert.verdict_to_dict(_call(server, "Explain", request, timeout, tls))
 
 
-def list_proxies(server: str, namespace: str = "", timeout: float = DEFAULT_TIMEOUT) -> list[dict[str, Any]]:
-    response = _call(server, "ListProxies", admin_pb2.ListProxiesRequest(namespace=namespace), timeout)
+def list_proxies(server: str, namespace: str = "", timeout: float = DEFAULT_TIMEOUT,
+                 tls: ClientTLS | None = None) -> list[dict[str, Any]]:
+    response = _call(server, "ListProxies", admin_pb2.ListProxiesRequest(namespace=namespace), timeout, tls)
     return [convert.proxy_to_dict(p) for p in response.proxies]
 
 
-def status(server: str, timeout: float = DEFAULT_TIMEOUT) -> dict[str, Any]:
-    return convert.status_to_dict(_call(server, "GetStatus", admin_pb2.GetStatusRequest(), timeout))
+def status(server: str, timeout: float = DEFAULT_TIMEOUT, tls: ClientTLS | None = None) -> dict[str, Any]:
+    return convert.status_to_dict(_call(server, "GetStatus", admin_pb2.GetStatusRequest(), timeout, tls))
+
+
+def add_tls_arguments(parser: Any) -> None:
+    """``--tls-ca/--tls-cert/--tls-key/--tls-server-name`` for ``--server`` over TLS."""
+    group = parser.add_argument_group("TLS to --server (when serve runs with --tls-cert)")
+    group.add_argument("--tls-ca", metavar="FILE", help="CA certificate that signed the server's certificate")
+    group.add_argument("--tls-cert", metavar="FILE", help="this client's certificate (mTLS)")
+    group.add_argument("--tls-key", metavar="FILE", help="this client's private key (mTLS)")
+    group.add_argument("--tls-server-name", metavar="NAME", help="name to verify the server's certificate against")
+
+
+def tls_from_args(args: Any) -> ClientTLS | None:
+    if not args.tls_ca:
+        if args.tls_cert or args.tls_key or args.tls_server_name:
+            raise AdminError("--tls-cert, --tls-key and --tls-server-name need --tls-ca")
+        return None
+    if bool(args.tls_cert) != bool(args.tls_key):
+        raise AdminError("--tls-cert and --tls-key go together")
+    return ClientTLS(args.tls_ca, args.tls_cert or "", args.tls_key or "", args.tls_server_name or "")
