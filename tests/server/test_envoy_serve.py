@@ -31,6 +31,7 @@ from tests.server.envoy_proc import (
     cli,
     eventually,
     free_port,
+    snapshot_envoy_rejects,
 )
 
 pytestmark = pytest.mark.envoy
@@ -139,17 +140,8 @@ async def test_invalid_snapshot_is_nacked_and_last_good_kept(control_plane: Serv
         assert good is not None
         await eventually(lambda: all_synced(control_plane, "sidecar~app"))
         # Two filter chains with identical matches: Envoy rejects the whole listener.
-        resources = {t: dict(by_name) for t, by_name in good.resources.items()}
-        listeners = {}
-        for name, listener in resources[LISTENER].items():
-            bad = listener_pb2.Listener()
-            bad.CopyFrom(listener)
-            twin = bad.filter_chains.add()
-            twin.CopyFrom(bad.filter_chains[0])
-            twin.name = "twin"
-            listeners[name] = bad
-        resources[LISTENER] = listeners
-        control_plane.cache.set_snapshot("app", Snapshot(resources))
+        rejected = snapshot_envoy_rejects(good)
+        control_plane.cache.set_snapshot("app", rejected)
 
         async def nacked() -> dict | None:  # type: ignore[type-arg]
             listeners_state = (await proxy_types(control_plane, "sidecar~app")).get("listeners", {})
@@ -167,7 +159,7 @@ async def test_invalid_snapshot_is_nacked_and_last_good_kept(control_plane: Serv
             metrics = await r.text()
         assert 'egress_xds_nacks_total{type="listeners"} 1.0' in metrics
         # The rejected version is not sent again; the next good snapshot is.
-        control_plane.cache.set_snapshot("app", Snapshot(resources))
+        control_plane.cache.set_snapshot("app", Snapshot(rejected.resources))
         assert await envoy.stat("listener_manager.lds.update_rejected") == 1
         control_plane.cache.set_snapshot("app", good)
         await eventually(lambda: all_synced(control_plane, "sidecar~app"))
