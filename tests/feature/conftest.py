@@ -10,7 +10,7 @@ import pytest
 
 from egress_xds.cache import Snapshot, SnapshotCache
 from egress_xds.server.ads import AdsServer
-from tests.feature.feature_xds import AdsClient
+from tests.feature.feature_xds import AdsClient, ads_on_loopback
 
 
 @dataclass
@@ -35,17 +35,10 @@ class Xds:
 async def xds() -> AsyncIterator[Xds]:
     cache = SnapshotCache()
     ads = AdsServer(cache)
-    server = grpc.aio.server()
-    server.add_generic_rpc_handlers([ads.handler()])
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
-    env = Xds(cache, ads, channel)
-    try:
-        yield env
-    finally:
-        for c in env.clients:
-            await c.close()
-        await channel.close()
-        ads.close()
-        await server.stop(0.5)
+    async with ads_on_loopback(ads) as (_target, channel):
+        env = Xds(cache, ads, channel)
+        try:
+            yield env
+        finally:
+            for c in env.clients:
+                await c.close()

@@ -8,6 +8,8 @@ tests/feature and tests/server.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from typing import Any
 
 import grpc
@@ -190,3 +192,21 @@ _TYPES: dict[str, type[Message]] = {
     CLUSTER: cluster_pb2.Cluster, LISTENER: listener_pb2.Listener,
     ROUTE: route_pb2.RouteConfiguration, ENDPOINT: endpoint_pb2.ClusterLoadAssignment,
 }
+
+
+@asynccontextmanager
+async def ads_on_loopback(ads: Any, options: Sequence[tuple[str, Any]] = ()
+                          ) -> AsyncIterator[tuple[str, grpc.aio.Channel]]:
+    """Serve ``ads`` (an ``AdsServer``) on a random loopback port; yield its target and a
+    channel to it. On exit: the channel, the ADS server and the gRPC server are closed."""
+    server = grpc.aio.server(options=list(options))
+    server.add_generic_rpc_handlers([ads.handler()])
+    target = f"127.0.0.1:{server.add_insecure_port('127.0.0.1:0')}"
+    await server.start()
+    channel = grpc.aio.insecure_channel(target)
+    try:
+        yield target, channel
+    finally:
+        await channel.close()
+        ads.close()
+        await server.stop(0.5)

@@ -26,7 +26,7 @@ from egress_xds.cli import build_parser
 from egress_xds.resources import CLUSTER, ROUTE
 from egress_xds.serve import ServeConfig, Server
 from egress_xds.server.ads import SERVICE, AdsServer, Limits
-from tests.feature.feature_xds import AdsClient, names, node, world
+from tests.feature.feature_xds import AdsClient, ads_on_loopback, names, node, world
 
 SOTW = f"/{SERVICE}/StreamAggregatedResources"
 
@@ -68,20 +68,14 @@ async def running(limits: Limits) -> AsyncIterator[Env]:
     cache = SnapshotCache()
     cache.set_snapshot("app", Snapshot(world()))
     ads = AdsServer(cache, limits=limits)
-    server = grpc.aio.server(options=[("grpc.max_receive_message_length", 2 * limits.max_message_bytes)])
-    server.add_generic_rpc_handlers([ads.handler()])
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
-    env = Env(cache, ads, channel, f"127.0.0.1:{port}")
-    try:
-        yield env
-    finally:
-        for c in env.clients:
-            await c.close()
-        await channel.close()
-        ads.close()
-        await server.stop(0.5)
+    options = [("grpc.max_receive_message_length", 2 * limits.max_message_bytes)]
+    async with ads_on_loopback(ads, options) as (target, channel):
+        env = Env(cache, ads, channel, target)
+        try:
+            yield env
+        finally:
+            for c in env.clients:
+                await c.close()
 
 
 async def ended(client: AdsClient, timeout: float = 5.0) -> grpc.aio.AioRpcError:
