@@ -11,6 +11,7 @@ Called by the CLI commands and by ``serve`` wiring.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from google.protobuf.message import Message
@@ -25,9 +26,11 @@ from egress_xds.resolve import (
     World,
     attach_routes,
     explain,
-    status_report,
     translate_namespace,
 )
+from egress_xds.resolve.namespace import SharedWork
+from egress_xds.resolve.status import StatusReporter
+from egress_xds.resolve.world import IncrementalUpdateUnsupported
 
 __all__ = ["Translator", "TranslatorOptions"]
 
@@ -35,24 +38,60 @@ __all__ = ["Translator", "TranslatorOptions"]
 Resources = dict[str, dict[str, Message]]
 
 
+@dataclass
+class _Built:
+    """A namespace's last build: what it was computed from, and the results."""
+
+    sources: tuple[object, ...]  # ``Translator._sources``: compared by identity
+    inputs: tuple[object, ...]  # ``Translator.namespace_inputs``: compared by value
+    egress: ir.NamespaceEgress
+    resources: Resources
+
+
+def _identical(a: tuple[object, ...], b: tuple[object, ...]) -> bool:
+    return len(a) == len(b) and all(x is y for x, y in zip(a, b, strict=True))
+
+
 class Translator:
     def __init__(self, options: TranslatorOptions | None = None) -> None:
         self.options = options or TranslatorOptions()
         self._world = World.build((), self.options)
         self._attachments: Attachments = attach_routes(self._world)
+        # The objects of the current world by identity: the next load diffs against them.
+        self._objects: dict[int, TopLevel] = {}
+        self._reporter = StatusReporter(self.options.controller_name)
         # Per namespace, for the current world: its inputs and IR (filled lazily).
         self._inputs: dict[str, tuple[object, ...]] = {}
         self._egress: dict[str, ir.NamespaceEgress] = {}
-        # namespace -> (inputs, IR, resources) of the last build, kept across loads
-        self._built: dict[str, tuple[tuple[object, ...], ir.NamespaceEgress, Resources]] = {}
+        self._shared = SharedWork()  # for the current world
+        # namespace -> its last build, kept across loads
+        self._built: dict[str, _Built] = {}
 
     def load(self, objects: Iterable[TopLevel]) -> None:
         """Replace the world. Cheap: namespaces are translated lazily, and only when their
-        inputs (``namespace_inputs``) differ from those of their last build."""
-        self._world = World.build(objects, self.options)
-        self._attachments = attach_routes(self._world)
+        inputs (``namespace_inputs``) differ from those of their last build.
+
+        Sources keep unchanged objects (the same Python objects) across reloads, so the new
+        world is the previous one patched with the objects added and removed, and route
+        attachment is redone only for the EgressNetworks those touch."""
+        listed = list(objects)
+        current = {id(obj): obj for obj in listed}
+        added = [obj for i, obj in current.items() if i not in self._objects]
+        removed = [obj for i, obj in self._objects.items() if i not in current]
+        if not added and not removed:
+            return
+        world = None
+        if len(added) + len(removed) < len(current) // 2:
+            try:
+                world = self._world.updated(added, removed)
+            except IncrementalUpdateUnsupported:
+                world = None
+        self._world = world if world is not None else World.build(listed, self.options)
+        self._attachments = attach_routes(self._world, self._attachments)
+        self._objects = current
         self._inputs = {}
         self._egress = {}
+        self._shared = SharedWork()
 
     def namespace_inputs(self, namespace: str) -> tuple[object, ...]:
         """Everything a namespace's IR depends on: its candidate EgressNetworks and, per
@@ -76,15 +115,30 @@ class Translator:
         self._inputs[namespace] = found
         return found
 
+    def _sources(self, namespace: str) -> tuple[object, ...]:
+        """What ``namespace_inputs`` is computed from: the candidate EgressNetworks and their
+        attachments. When these are the same objects as at the last build, so are the inputs."""
+        candidates = self._world.candidates(namespace)
+        parents = self._attachments.parents
+        return (candidates, *(parents.get((en.metadata.namespace, en.metadata.name)) for en in candidates))
+
+    def _unchanged(self, namespace: str, built: _Built | None) -> bool:
+        """Whether ``namespace`` has the same inputs as at its last build: by identity of
+        their sources (cheap, the common case), else by comparing the inputs themselves."""
+        if built is None:
+            return False
+        sources = self._sources(namespace)
+        if _identical(sources, built.sources):
+            return True
+        if built.inputs == self.namespace_inputs(namespace):
+            built.sources = sources  # same inputs from new sources (e.g. another namespace's route)
+            return True
+        return False
+
     def changed(self, namespaces: Iterable[str]) -> list[str]:
         """The namespaces among ``namespaces`` whose resources differ from their last build
         (or that were never built)."""
-        out = []
-        for namespace in namespaces:
-            built = self._built.get(namespace)
-            if built is None or built[0] != self.namespace_inputs(namespace):
-                out.append(namespace)
-        return out
+        return [namespace for namespace in namespaces if not self._unchanged(namespace, self._built.get(namespace))]
 
     @property
     def world(self) -> World:
@@ -98,26 +152,25 @@ class Translator:
         found = self._egress.get(namespace)
         if found is None:
             built = self._built.get(namespace)
-            if built is not None and built[0] == self.namespace_inputs(namespace):
-                found = built[1]
+            if built is not None and self._unchanged(namespace, built):
+                found = built.egress
             else:
-                found = translate_namespace(self._world, self._attachments, namespace)
+                found = translate_namespace(self._world, self._attachments, namespace, self._shared)
             self._egress[namespace] = found
         return found
 
     def resources(self, namespace: str) -> Resources:
         """The namespace's Envoy resources; the very same object as last time when its
         inputs did not change (callers may rely on identity to skip re-serializing)."""
-        inputs = self.namespace_inputs(namespace)
         previous = self._built.get(namespace)
-        if previous is not None and previous[0] == inputs:
-            return previous[2]
+        if previous is not None and self._unchanged(namespace, previous):
+            return previous.resources
         egress = self.egress(namespace)
-        if previous is not None and previous[1] == egress:
-            built = previous[2]  # other inputs, same IR (e.g. a route edit that changed nothing)
+        if previous is not None and previous.egress == egress:
+            built = previous.resources  # other inputs, same IR (e.g. a route edit that changed nothing)
         else:
             built = build_resources(egress)
-        self._built[namespace] = (inputs, egress, built)
+        self._built[namespace] = _Built(self._sources(namespace), self.namespace_inputs(namespace), egress, built)
         return built
 
     def forget(self, namespace: str) -> None:
@@ -142,4 +195,4 @@ class Translator:
         return verdict.as_dict()
 
     def status_report(self, errors: Iterable[LoadError] = ()) -> dict[str, Any]:
-        return status_report(self._attachments, errors, self.options.controller_name)
+        return self._reporter.report(self._attachments, errors)

@@ -277,9 +277,38 @@ def _services(policies: Iterable[ir.PortPolicy]) -> tuple[ir.Backend, ...]:
     return tuple(found[name] for name in sorted(found))
 
 
-def translate_namespace(world: World, attachments: Attachments, namespace: str) -> ir.NamespaceEgress:
+class SharedWork:
+    """Results that namespaces with the same inputs share, for one world: the partition of a
+    candidate set (every namespace on the global view has the same), and port policies of
+    the same EgressNetwork, port and visible routes. Keyed by object identity; each entry
+    holds its key objects, so their ids stay theirs while the entry lives."""
+
+    def __init__(self) -> None:
+        self._partitions: dict[int, tuple[object, tuple[ir.Destination, ...]]] = {}
+        self._policies: dict[tuple[object, ...], tuple[object, ir.PortPolicy]] = {}
+
+    def partition(self, candidates: tuple[EgressNetwork, ...], world: World) -> tuple[ir.Destination, ...]:
+        found = self._partitions.get(id(candidates))
+        if found is None:
+            found = (candidates, egress_partition(candidates, world.options))
+            self._partitions[id(candidates)] = found
+        return found[1]
+
+    def port_policy(self, governor: ir.Governor, en: EgressNetwork | None, port: int | None,
+                    visible: Sequence[tuple[Route, ParentStatus]], world: World) -> ir.PortPolicy:
+        key = (governor, id(en), port, *(id(status) for _, status in visible))
+        found = self._policies.get(key)
+        if found is None:
+            found = ((en, tuple(visible)), port_policy(governor, en, port, visible, world))
+            self._policies[key] = found
+        return found[1]
+
+
+def translate_namespace(world: World, attachments: Attachments, namespace: str,
+                        shared: SharedWork | None = None) -> ir.NamespaceEgress:
+    shared = shared or SharedWork()
     candidates = world.candidates(namespace)
-    destinations = egress_partition(candidates, world.options)
+    destinations = shared.partition(candidates, world)
     governors = sorted({d.governor for d in destinations})
     by_governor = {governor_of(en): en for en in candidates}
     egress_governors = [g for g in governors if g in by_governor]
@@ -306,9 +335,9 @@ def translate_namespace(world: World, attachments: Attachments, namespace: str) 
     policies: list[ir.PortPolicy] = []
     for governor in governors:
         en = by_governor.get(governor)
-        policies.append(port_policy(governor, en, None, [], world))
+        policies.append(shared.port_policy(governor, en, None, [], world))
         for port in sorted(ports):
-            policies.append(port_policy(governor, en, port, visible.get((governor, port), []), world))
+            policies.append(shared.port_policy(governor, en, port, visible.get((governor, port), []), world))
 
     return ir.NamespaceEgress(
         namespace=namespace,

@@ -11,33 +11,72 @@ from collections.abc import Iterable
 from typing import Any
 
 from egress_xds.model.load import LoadError
-from egress_xds.resolve.routes import Attachments
+from egress_xds.model.objects import Route
+from egress_xds.resolve.routes import Attachments, Condition, ParentStatus, parent_slots
+from egress_xds.resolve.world import ENKey
 
 
 def status_report(attachments: Attachments, errors: Iterable[LoadError], controller_name: str) -> dict[str, Any]:
-    objects: list[dict[str, Any]] = []
-    for (namespace, name), cond in sorted(attachments.egress_status.items()):
-        objects.append({"kind": "EgressNetwork", "namespace": namespace, "name": name,
-                        "conditions": [cond.as_dict()], "parents": []})
-    for rs in attachments.route_status:
-        objects.append({
-            "kind": rs.route.kind,
-            "namespace": rs.route.metadata.namespace,
-            "name": rs.route.metadata.name,
+    return StatusReporter(controller_name).report(attachments, errors)
+
+
+class StatusReporter:
+    """Builds status reports, reusing the entry of every object whose status is the same
+    object as in the previous report (a change re-renders only what it touched). Entries
+    are shared between reports: treat reports as read-only."""
+
+    def __init__(self, controller_name: str) -> None:
+        self.controller_name = controller_name
+        self._egress: dict[tuple[str, str], tuple[Condition, dict[str, Any]]] = {}
+        # id(route) -> (route, its EgressNetwork parent slots, their statuses, entry)
+        self._routes: dict[int, tuple[Route, tuple[tuple[ENKey, int | None], ...],
+                                      tuple[ParentStatus, ...], dict[str, Any]]] = {}
+
+    def report(self, attachments: Attachments, errors: Iterable[LoadError]) -> dict[str, Any]:
+        objects: list[dict[str, Any]] = []
+        egress: dict[tuple[str, str], tuple[Condition, dict[str, Any]]] = {}
+        for key, cond in attachments.egress_status.items():  # sorted by key
+            found = self._egress.get(key)
+            if found is None or found[0] is not cond:
+                found = (cond, {"kind": "EgressNetwork", "namespace": key[0], "name": key[1],
+                                "conditions": [cond.as_dict()], "parents": []})
+            egress[key] = found
+            objects.append(found[1])
+        routes: dict[int, tuple[Route, tuple[tuple[ENKey, int | None], ...],
+                                tuple[ParentStatus, ...], dict[str, Any]]] = {}
+        parents = attachments.parents
+        for route in attachments.routes:  # sorted by kind, namespace, name: after every EgressNetwork
+            rid = id(route)
+            memo = self._routes.get(rid)
+            slots = memo[1] if memo is not None and memo[0] is route else parent_slots(route)
+            if not slots:
+                continue
+            statuses = tuple(parents[key].statuses[(rid, port)] for key, port in slots)
+            if memo is None or memo[0] is not route or any(
+                    a is not b for a, b in zip(statuses, memo[2], strict=True)):
+                memo = (route, slots, statuses, self._route_entry(route, statuses))
+            routes[rid] = memo
+            objects.append(memo[3])
+        self._egress, self._routes = egress, routes
+        return {"objects": objects, "errors": [e.as_dict() for e in errors]}
+
+    def _route_entry(self, route: Route, statuses: tuple[ParentStatus, ...]) -> dict[str, Any]:
+        return {
+            "kind": route.kind,
+            "namespace": route.metadata.namespace,
+            "name": route.metadata.name,
             "conditions": [],
             "parents": [
                 {
                     "parentRef": {"group": p.parent_ref.group, "kind": p.parent_ref.kind,
                                   "namespace": p.egress_network[0], "name": p.egress_network[1],
                                   **({"port": p.parent_ref.port} if p.parent_ref.port is not None else {})},
-                    "controllerName": controller_name,
+                    "controllerName": self.controller_name,
                     "conditions": [p.accepted.as_dict(), p.resolved_refs.as_dict()],
                 }
-                for p in rs.parents
+                for p in statuses
             ],
-        })
-    objects.sort(key=lambda o: (o["kind"], o["namespace"], o["name"]))
-    return {"objects": objects, "errors": [e.as_dict() for e in errors]}
+        }
 
 
 def invalid_objects(report: dict[str, Any]) -> list[str]:
