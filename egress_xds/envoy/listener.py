@@ -122,19 +122,27 @@ def _connection_manager(namespace: str, governor: ir.Governor, port_label: str, 
     return lc.Filter(name="envoy.filters.network.http_connection_manager", typed_config=pack(manager))
 
 
+@functools.lru_cache(maxsize=65536)
+def _match(prefixes: tuple[ir.IPNetwork, ...], port: int | None, transport: str = "",
+           application_protocols: tuple[str, ...] = (), server_names: tuple[str, ...] = ()) -> lc.FilterChainMatch:
+    """A chain match; shared by every namespace whose governor has the same prefixes (all
+    namespaces on the global view). Callers copy it into their chains."""
+    m = lc.FilterChainMatch(prefix_ranges=[_cidr(n) for n in prefixes], transport_protocol=transport,
+                            application_protocols=application_protocols, server_names=server_names)
+    if port is not None:
+        m.destination_port.value = port
+    return m
+
+
 def policy_chains(
-    namespace: str, policy: ir.PortPolicy, prefixes: Sequence[ir.IPNetwork]
+    namespace: str, policy: ir.PortPolicy, prefixes: tuple[ir.IPNetwork, ...]
 ) -> list[tuple[str, lc.FilterChainMatch, lc.Filter]]:
     """(variant, match, network filter) for one governor on one port."""
-    base = lc.FilterChainMatch(prefix_ranges=[_cidr(n) for n in prefixes])
-    if policy.port is not None:
-        base.destination_port.value = policy.port
+    port = policy.port
 
-    def match(**extra: object) -> lc.FilterChainMatch:
-        m = lc.FilterChainMatch()
-        m.CopyFrom(base)
-        m.MergeFrom(lc.FilterChainMatch(**extra))  # type: ignore[arg-type]
-        return m
+    def match(transport: str = "", application_protocols: tuple[str, ...] = (),
+              server_names: tuple[str, ...] = ()) -> lc.FilterChainMatch:
+        return _match(prefixes, port, transport, application_protocols, server_names)
 
     governor, port_label = policy.governor, policy.port_label
     default = _default_filter(namespace, governor, port_label)
@@ -146,18 +154,18 @@ def policy_chains(
         return [("tcp", match(), _route_filter(namespace, governor, port_label, tcp.route, tcp.backends))]
     if policy.protocol in ("http", "grpc"):
         return [
-            ("http", match(transport_protocol="raw_buffer", application_protocols=HTTP_PROTOCOLS),
+            ("http", match("raw_buffer", HTTP_PROTOCOLS),
              _connection_manager(namespace, governor, port_label, route_config_name(policy))),
-            ("raw", match(transport_protocol="raw_buffer"), default),
+            ("raw", match("raw_buffer"), default),
             ("default", match(), default),
         ]
     chains: list[tuple[str, lc.FilterChainMatch, lc.Filter]] = []
     for tls in policy.tls_routes:
         if tls.server_names:
-            chains.append((f"sni:{tls.route.namespace}/{tls.route.name}", match(server_names=tls.server_names),
+            chains.append((f"sni:{tls.route.namespace}/{tls.route.name}", match(server_names=tuple(tls.server_names)),
                            _route_filter(namespace, governor, port_label, tls.route, tls.backends)))
         else:
-            chains.append(("tls", match(transport_protocol="tls"),
+            chains.append(("tls", match("tls"),
                            _route_filter(namespace, governor, port_label, tls.route, tls.backends)))
     chains.append(("default", match(), default))
     return chains
@@ -194,9 +202,10 @@ def _sink_chain(name: str, stat: str, namespace: str, port: int | None) -> lc.Fi
 
 def build_listener(egress: ir.NamespaceEgress) -> listener_pb2.Listener:
     chains: list[lc.FilterChain] = []
-    by_governor: dict[ir.Governor, list[ir.IPNetwork]] = {}
+    networks: dict[ir.Governor, list[ir.IPNetwork]] = {}
     for dest in egress.destinations:
-        by_governor.setdefault(dest.governor, []).append(dest.network)
+        networks.setdefault(dest.governor, []).append(dest.network)
+    by_governor = {governor: tuple(nets) for governor, nets in networks.items()}
     governors = sorted(by_governor, key=lambda g: (g.kind != "egress-network", g.label))
     for port in [None, *egress.ports]:
         for governor in governors:
