@@ -6,14 +6,22 @@ ADS over gRPC/HTTP2 with keepalive (a ``unix:`` address becomes a ``pipe``), the
 ``node.metadata``, admin on loopback, an admin access log, and stats tags that turn the
 egress stat prefixes into Prometheus labels. With ``tls_ca`` the ADS connection uses TLS
 (an ``UpstreamTlsContext`` verifying the server against that CA and its name), and with
-``tls_cert``/``tls_key`` also presents a client certificate (mTLS; the files are read by
-Envoy, so rotated files need an Envoy restart). Called by ``serve.cmd_bootstrap`` and by tests.
+``tls_cert``/``tls_key`` also presents a client certificate (mTLS). Envoy reads those files;
+read once from the bootstrap, rotated files would need an Envoy restart. With ``sds_dir`` the
+bootstrap instead names two file-based SDS secrets that :func:`generate` writes into that
+directory (``egress-xds-client-cert.json``, ``egress-xds-ca.json``: xDS DiscoveryResponses
+holding a ``tls.v3.Secret`` that points at the PEM files). Envoy watches the directories of
+the PEM files and reloads them when a file is renamed into place (a Kubernetes secret
+volume's ``..data`` swap, ``mv``): new connections to serve use
+the new certificate and CA, the open one is kept. Called by ``serve.cmd_bootstrap``
+(:func:`generate`) and by tests (:func:`render`, :func:`sds_secrets`).
 """
 
 from __future__ import annotations
 
 import ipaddress
 import json
+import os
 import socket
 import string
 from dataclasses import dataclass
@@ -25,6 +33,10 @@ TEMPLATE = Path(__file__).resolve().parent.parent / "envoy" / "bootstrap.yaml"
 DEFAULT_ADS = "127.0.0.1:18000"
 DEFAULT_ADMIN = "127.0.0.1:15000"
 DEFAULT_OUTBOUND_PORT = 15001
+# The file-based SDS secrets of the ADS connection (``--sds-dir``): secret name = file stem.
+SDS_CLIENT_CERT = "egress-xds-client-cert"
+SDS_CA = "egress-xds-ca"
+SECRET_TYPE = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret"
 
 
 def default_node_id(namespace: str) -> str:
@@ -70,6 +82,7 @@ class BootstrapOptions:
     tls_cert: str = ""  # PEM files: the sidecar's client certificate and key (mTLS)
     tls_key: str = ""
     tls_server_name: str = ""  # SNI and the DNS name the server certificate must carry
+    sds_dir: str = ""  # where the SDS secret files go: Envoy then reloads rotated TLS files
 
 
 def tls_transport_socket(options: BootstrapOptions, ads: dict[str, Any]) -> dict[str, Any] | None:
@@ -78,31 +91,40 @@ def tls_transport_socket(options: BootstrapOptions, ads: dict[str, Any]) -> dict
     The server certificate must chain to ``tls_ca`` and carry the server name: the
     ``--tls-server-name``, else the ADS host (a DNS SAN for a name, an IP SAN for an IP);
     a unix socket without ``--tls-server-name`` is checked against the CA only.
+    With ``sds_dir`` the CA and the client certificate come from file-based SDS secrets (see
+    :func:`sds_secrets`); the server name check stays in the bootstrap.
     """
     if not options.tls_ca:
-        if options.tls_cert or options.tls_key or options.tls_server_name:
-            raise ValueError("--tls-cert, --tls-key and --tls-server-name need --tls-ca")
+        if options.tls_cert or options.tls_key or options.tls_server_name or options.sds_dir:
+            raise ValueError("--tls-cert, --tls-key, --tls-server-name and --sds-dir need --tls-ca")
         return None
     if bool(options.tls_cert) != bool(options.tls_key):
         raise ValueError("--tls-cert and --tls-key go together")
-    for path in (options.tls_ca, options.tls_cert, options.tls_key):
+    for path in (options.tls_ca, options.tls_cert, options.tls_key, options.sds_dir):
         if path and not Path(path).is_absolute():
             raise ValueError(f"{path!r}: TLS file paths must be absolute (Envoy reads them)")
     host = ads.get("socket_address", {}).get("address", "")
     name = options.tls_server_name or (host if host and not _is_ip(host) else "")
-    validation: dict[str, Any] = {"trusted_ca": {"filename": options.tls_ca}}
+    san: dict[str, Any] = {}
     if name:
-        validation["match_typed_subject_alt_names"] = [{"san_type": "DNS", "matcher": {"exact": name}}]
+        san["match_typed_subject_alt_names"] = [{"san_type": "DNS", "matcher": {"exact": name}}]
     elif host:
-        validation["match_typed_subject_alt_names"] = [{"san_type": "IP_ADDRESS", "matcher": {"exact": host}}]
+        san["match_typed_subject_alt_names"] = [{"san_type": "IP_ADDRESS", "matcher": {"exact": host}}]
     common: dict[str, Any] = {
         "alpn_protocols": ["h2"],
         "tls_params": {"tls_minimum_protocol_version": "TLSv1_2"},
-        "validation_context": validation,
     }
-    if options.tls_cert:
-        common["tls_certificates"] = [{"certificate_chain": {"filename": options.tls_cert},
-                                       "private_key": {"filename": options.tls_key}}]
+    if options.sds_dir:
+        common["combined_validation_context"] = {
+            "default_validation_context": san,
+            "validation_context_sds_secret_config": _sds_config(options.sds_dir, SDS_CA)}
+        if options.tls_cert:
+            common["tls_certificate_sds_secret_configs"] = [_sds_config(options.sds_dir, SDS_CLIENT_CERT)]
+    else:
+        common["validation_context"] = {"trusted_ca": {"filename": options.tls_ca}, **san}
+        if options.tls_cert:
+            common["tls_certificates"] = [{"certificate_chain": {"filename": options.tls_cert},
+                                           "private_key": {"filename": options.tls_key}}]
     context: dict[str, Any] = {
         "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
         "common_tls_context": common,
@@ -110,6 +132,61 @@ def tls_transport_socket(options: BootstrapOptions, ads: dict[str, Any]) -> dict
     if name:
         context["sni"] = name
     return {"name": "envoy.transport_sockets.tls", "typed_config": context}
+
+
+def _sds_config(sds_dir: str, secret: str) -> dict[str, Any]:
+    """An ``SdsSecretConfig`` read from ``sds_dir/<secret>.json``, reloaded when a file is
+    renamed into ``sds_dir`` (so rewriting the secret files with :func:`generate` applies too)."""
+    return {"name": secret, "sds_config": {
+        "path_config_source": {"path": str(Path(sds_dir) / f"{secret}.json"),
+                               "watched_directory": {"path": sds_dir}},
+        "resource_api_version": "V3"}}
+
+
+def sds_secrets(options: BootstrapOptions) -> dict[str, dict[str, Any]]:
+    """The SDS files for ``sds_dir``: file name -> DiscoveryResponse (as a dict) with one Secret.
+
+    Each secret names the PEM files and the directory Envoy watches for them: the files'
+    directory, where a Kubernetes secret volume renames its ``..data`` symlink. On a rename
+    there Envoy rereads the files (the certificate and key together) and uses them for new
+    connections; a set it cannot load is rejected and the previous one kept.
+    """
+    if not (options.sds_dir and options.tls_ca):
+        return {}
+    ca_dir = str(Path(options.tls_ca).parent)
+    out = {f"{SDS_CA}.json": {"resources": [{
+        "@type": SECRET_TYPE, "name": SDS_CA,
+        "validation_context": {"trusted_ca": {"filename": options.tls_ca}, "watched_directory": {"path": ca_dir}},
+    }]}}
+    if options.tls_cert:
+        certificate: dict[str, Any] = {"certificate_chain": {"filename": options.tls_cert},
+                                       "private_key": {"filename": options.tls_key}}
+        cert_dir, key_dir = Path(options.tls_cert).parent, Path(options.tls_key).parent
+        if cert_dir == key_dir:  # else Envoy watches both directories itself
+            certificate["watched_directory"] = {"path": str(cert_dir)}
+        out[f"{SDS_CLIENT_CERT}.json"] = {"resources": [{
+            "@type": SECRET_TYPE, "name": SDS_CLIENT_CERT, "tls_certificate": certificate}]}
+    return out
+
+
+def generate(options: BootstrapOptions, template: Path = TEMPLATE) -> str:
+    """``egress-xds bootstrap``: the bootstrap text, after writing the SDS files into
+    ``sds_dir`` (created if missing; each file written whole and renamed into place).
+    Raises ValueError for bad options or a directory that cannot be written."""
+    text = render(options, template)
+    secrets = sds_secrets(options)
+    try:
+        if secrets:
+            os.makedirs(options.sds_dir, exist_ok=True)
+        for name, content in secrets.items():
+            path = Path(options.sds_dir) / name
+            partial = path.with_name(f".{name}.tmp")
+            partial.write_text(json.dumps(content, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+            partial.chmod(0o644)  # read by the proxy uid
+            os.replace(partial, path)
+    except OSError as err:
+        raise ValueError(f"--sds-dir {options.sds_dir}: {err.strerror or err}") from None
+    return text
 
 
 def render(options: BootstrapOptions, template: Path = TEMPLATE) -> str:

@@ -39,6 +39,7 @@ from google.protobuf.message import Message
 
 from egress_xds import bootstrap
 from egress_xds.cache import InconsistentSnapshot, Snapshot, SnapshotCache
+from egress_xds.model.load import LoadError
 from egress_xds.server.admin import AdminServicer, ExplainQuery, add_admin_services
 from egress_xds.server.ads import SERVICE as ADS_SERVICE
 from egress_xds.server.ads import AdsServer, Limits
@@ -65,6 +66,10 @@ GRPC_SERVER_OPTIONS = [
     ("grpc.keepalive_time_ms", 60000),
     ("grpc.keepalive_timeout_ms", 10000),
 ]
+
+# During a rebuild, the snapshots built so far are moved out of the collector's generations
+# after every this many namespaces (``gc.freeze``), so no collection scans a big young heap.
+FREEZE_EVERY = 20
 
 DEFAULT_MAX_STREAMS = 10_000
 DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024
@@ -134,24 +139,30 @@ class ControlPlane:
         """Rescan the manifests; if anything changed, translate and install snapshots."""
         async with self._lock:
             started = time.perf_counter()
-            changed, errors = await asyncio.to_thread(self._load)
+            changed, load_errors = await asyncio.to_thread(self._load)
             if not changed and self.loaded:
                 return False
+            gc.freeze()  # the objects just parsed live until their file changes
+            errors = len(load_errors)
             watched = self.cache.watched_namespaces()
             wanted = set(self.translator.namespaces()) | set(watched)
             order = sorted(wanted, key=lambda ns: (ns not in watched, ns))
             # Only namespaces whose inputs changed are rebuilt; the others keep their
             # snapshot (and its serialized bytes) untouched.
             order = await asyncio.to_thread(self.translator.changed, order)
-            for namespace in order:
+            for built, namespace in enumerate(order, 1):
                 snapshot = await asyncio.to_thread(self._build, namespace)
                 if snapshot is not None:
                     self._install(namespace, snapshot)
+                if built % FREEZE_EVERY == 0:
+                    gc.freeze()  # see below: keeps each collection small during a big rebuild
             for namespace in set(self.cache.namespaces()) - wanted:
                 self.cache.clear_snapshot(namespace)
                 self.translator.forget(namespace)
                 self._built.pop(namespace, None)
                 self.metrics.config_bytes.remove(namespace)
+            # Statuses after the snapshots: sidecars do not wait for them.
+            self._report = await asyncio.to_thread(self.translator.status_report, load_errors)
             elapsed = time.perf_counter() - started
             self.metrics.translation_seconds.observe(elapsed)
             self.metrics.snapshots.set(len(self.cache.namespaces()))
@@ -184,14 +195,13 @@ class ControlPlane:
                 self._install(namespace, snapshot)
             return snapshot
 
-    def _load(self) -> tuple[bool, int]:
+    def _load(self) -> tuple[bool, list[LoadError]]:
         changed = self.source.scan()
         if not changed and self.loaded:
-            return False, 0
+            return False, []
         result = self.source.result()
         self.translator.load(result.objects)
-        self._report = self.translator.status_report(result.errors)
-        return True, len(result.errors)
+        return True, result.errors
 
     def _build(self, namespace: str) -> Snapshot | None:
         try:
@@ -239,6 +249,7 @@ class ServeConfig:
     kubernetes: Any = None
     # TLS for the ADS (and admin) listener: PEM files. ``client_ca`` turns on mTLS, and the
     # sidecar's namespace then comes from its certificate's SPIFFE ID in ``trust_domain``.
+    # The files are reread when they change (``server.tls``): rotation needs no restart.
     tls_cert: str = ""
     tls_key: str = ""
     client_ca: str = ""
@@ -246,6 +257,8 @@ class ServeConfig:
     max_streams: int = DEFAULT_MAX_STREAMS
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
     max_requests_per_second: float = DEFAULT_MAX_REQUESTS_PER_SECOND
+    # The watched TLS files (a ``server.tls.TlsFiles``), shared by the listeners' credentials.
+    _tls_files: Any = field(default=None, init=False, repr=False, compare=False)
 
     def grpc_options(self) -> list[tuple[str, Any]]:
         # The ADS handler enforces --max-message-bytes itself (with a log line); gRPC's own
@@ -253,19 +266,20 @@ class ServeConfig:
         return [*GRPC_SERVER_OPTIONS, ("grpc.max_receive_message_length", 2 * self.max_message_bytes)]
 
     def credentials(self) -> grpc.ServerCredentials | None:
-        """The listeners' TLS credentials, or None for plaintext. Raises ValueError on a bad
-        combination and OSError on an unreadable file."""
+        """TLS credentials for one listener (call it once per listener), or None for plaintext.
+        New handshakes use the files as they are on disk then. Raises ValueError on a bad
+        combination or unusable files and OSError on an unreadable file."""
         if not self.tls_cert and not self.tls_key:
             if self.client_ca:
                 raise ValueError("--client-ca needs --tls-cert and --tls-key")
             return None
         if not (self.tls_cert and self.tls_key):
             raise ValueError("--tls-cert and --tls-key go together")
-        pair = (Path(self.tls_key).read_bytes(), Path(self.tls_cert).read_bytes())
-        if not self.client_ca:
-            return grpc.ssl_server_credentials([pair])
-        return grpc.ssl_server_credentials([pair], root_certificates=Path(self.client_ca).read_bytes(),
-                                           require_client_auth=True)
+        if self._tls_files is None:
+            from egress_xds.server.tls import TlsFiles
+
+            self._tls_files = TlsFiles(self.tls_cert, self.tls_key, self.client_ca)
+        return self._tls_files.credentials()
 
     def transport(self) -> str:
         return "mtls" if self.client_ca else "tls" if self.tls_cert else "plaintext"
@@ -350,7 +364,8 @@ class Server:
         if self.config.admin_listen:
             self._admin_grpc = grpc.aio.server(options=self.config.grpc_options())
             add_admin_services(self._admin_grpc, self.admin, self.csds)
-            self.admin_address = _bind_admin(self._admin_grpc, self.config.admin_listen, credentials)
+            # Credentials of its own: gRPC's reloadable TLS credentials serve one listener.
+            self.admin_address = _bind_admin(self._admin_grpc, self.config.admin_listen, self.config.credentials())
             await self._admin_grpc.start()
         app = build_app(self.cache, self.ads, self.metrics, self.control_plane.status, self.ready)
         self._runner = web.AppRunner(app, access_log=None)
@@ -474,11 +489,11 @@ def kubernetes_config(args: argparse.Namespace, controller_name: str) -> Any:
 
 def cmd_bootstrap(args: argparse.Namespace) -> int:
     try:
-        text = bootstrap.render(bootstrap.BootstrapOptions(
+        text = bootstrap.generate(bootstrap.BootstrapOptions(
             namespace=args.namespace, node_id=args.node_id, ads=args.ads, admin=args.admin,
             outbound_port=args.outbound_port, delta=args.delta, access_log_path=args.access_log,
             tls_ca=_absolute(args.tls_ca), tls_cert=_absolute(args.tls_cert), tls_key=_absolute(args.tls_key),
-            tls_server_name=args.tls_server_name or ""))
+            tls_server_name=args.tls_server_name or "", sds_dir=_absolute(args.sds_dir)))
     except ValueError as err:
         print(f"egress-xds bootstrap: {err}", file=sys.stderr)
         return 2
@@ -567,7 +582,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                          help="gRPC admin API and CSDS: host:port or unix:PATH (default: on the ADS address)")
     serve_p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"),
                          help="log level (default: %(default)s); logs are JSON lines on stderr")
-    tls = serve_p.add_argument_group("TLS for the ADS and admin listeners (default: plaintext)")
+    tls = serve_p.add_argument_group(
+        "TLS for the ADS and admin listeners (default: plaintext); the files are reread when they "
+        "change: new connections get the new ones, open streams are kept")
     tls.add_argument("--tls-cert", metavar="PEM", help="server certificate chain (PEM)")
     tls.add_argument("--tls-key", metavar="PEM", help="server private key (PEM)")
     tls.add_argument("--client-ca", metavar="PEM",
@@ -618,6 +635,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     boot_tls.add_argument("--tls-key", metavar="PEM", help="client private key for mTLS")
     boot_tls.add_argument("--tls-server-name", metavar="NAME",
                           help="SNI and DNS name serve's certificate must carry (default: the --ads host)")
+    boot_tls.add_argument("--sds-dir", metavar="DIR",
+                          help="write file-based SDS secrets for --tls-ca/--tls-cert/--tls-key into DIR (one "
+                               "per sidecar, readable by Envoy) and use them: Envoy then reloads rotated "
+                               "certificate, key and CA files without a restart (default: read them once)")
     boot.set_defaults(func=cmd_bootstrap)
 
     status = sub.add_parser("status", help="show connected sidecars and their sync state")
