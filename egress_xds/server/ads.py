@@ -154,6 +154,7 @@ class ClientView:
 
     hashes: dict[str, str] = field(default_factory=dict)
     entries: dict[str, ResourceEntry] = field(default_factory=dict)
+    _clusters: frozenset[str] | None = field(default=None, repr=False, compare=False)
 
     def copy(self) -> ClientView:
         return ClientView(dict(self.hashes), dict(self.entries))
@@ -161,10 +162,18 @@ class ClientView:
     def put(self, entry: ResourceEntry) -> None:
         self.hashes[entry.name] = entry.hash
         self.entries[entry.name] = entry
+        self._clusters = None
 
     def drop(self, name: str) -> None:
         self.hashes.pop(name, None)
         self.entries.pop(name, None)
+        self._clusters = None
+
+    def clusters(self) -> frozenset[str]:
+        """The clusters the held listeners/routes name (computed once per content)."""
+        if self._clusters is None:
+            self._clusters = frozenset().union(*(entry.clusters for entry in self.entries.values()))
+        return self._clusters
 
 
 @dataclass
@@ -246,7 +255,8 @@ class Stream:
     def _on_sotw(self, req: discovery_pb2.DiscoveryRequest) -> None:
         st = self.state(req.type_url)
         if st.nonce is not None and req.response_nonce != st.nonce:
-            log.debug("stale request ignored", extra=self._ctx(st, nonce=req.response_nonce))
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug("stale request ignored", extra=self._ctx(st, nonce=req.response_nonce))
             return
         names = set(req.resource_names)
         if req.type_url in WILDCARD_TYPES:
@@ -298,18 +308,19 @@ class Stream:
             st.absent_reported.discard(name)
         if req.response_nonce:
             if req.response_nonce != st.nonce:
-                log.debug("stale request ignored", extra=self._ctx(st, nonce=req.response_nonce))
+                if log.isEnabledFor(logging.DEBUG):
+                    log.debug("stale request ignored", extra=self._ctx(st, nonce=req.response_nonce))
             elif req.HasField("error_detail"):
                 self._nack(st, req.error_detail.message, req.error_detail.code)
             else:
                 self._ack(st, st.version_sent or "")
 
     def _ack(self, st: TypeState, version: str) -> None:
-        if st.pending:
+        if st.pending and log.isEnabledFor(logging.DEBUG):
             log.debug("ack", extra=self._ctx(st, version=version))
         st.pending = False
         st.version_acked = version
-        st.acked = st.held.copy()
+        st.acked = st.held  # views are replaced, not changed, once sent (drops hit both)
         st.acked_view_version = st.held_version
         if version != st.nacked_version:
             st.nacked_version = None
@@ -325,7 +336,7 @@ class Stream:
             st.nacked_hashes[entry.name] = entry.hash
         st.in_flight = []
         st.pending = False
-        st.held = st.acked.copy()  # the proxy keeps its last good config
+        st.held = st.acked  # the proxy keeps its last good config
         st.held_version = st.acked_view_version
         log.warning("nack", extra=self._ctx(st, version=version, error=message))
         self.nacks.append(st.type_url)
@@ -365,9 +376,9 @@ class Stream:
             st = self.types.get(type_url)
             if st is None:
                 continue
-            for view in (st.held, st.acked):
-                for entry in view.entries.values():
-                    names |= entry.clusters
+            names |= st.held.clusters()
+            if st.acked is not st.held:
+                names |= st.acked.clusters()
         return names
 
     def _clusters_ready(self, target: Mapping[str, ResourceEntry], snapshot: Snapshot) -> bool:
@@ -453,7 +464,8 @@ class Stream:
         st.answer_first = False
         st.sent_at = time.time()
         st.held = view
-        log.debug("push", extra=self._ctx(st, version=version))
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("push", extra=self._ctx(st, version=version))
 
     # ---- status ---------------------------------------------------------------------------
 
