@@ -233,6 +233,10 @@ class Stream:
         self.nacks: list[str] = []  # type URLs NACKed since the writer last looked (metrics)
         self.refused: tuple[grpc.StatusCode, str] | None = None  # a limit ended the stream
         self._nonces = itertools.count(1)
+        # Set while planning when something waits for an ACK: a type with a response in
+        # flight (a newer snapshot coalesces, rule 9), a listener/route waiting for its
+        # clusters, or a cluster kept for the listeners/routes still naming it (rule 8).
+        self.deferred = False
 
     @property
     def mode(self) -> str:
@@ -246,18 +250,20 @@ class Stream:
 
     # ---- requests -------------------------------------------------------------------------
 
-    def on_request(self, request: Any) -> None:
+    def on_request(self, request: Any) -> bool:
+        """Apply a request; True when a response may now be due (the writer must look).
+        A plain ACK is not a reason, unless the last planning deferred something to it."""
         if self.delta:
-            self._on_delta(request)
-        else:
-            self._on_sotw(request)
+            return self._on_delta(request)
+        return self._on_sotw(request)
 
-    def _on_sotw(self, req: discovery_pb2.DiscoveryRequest) -> None:
+    def _on_sotw(self, req: discovery_pb2.DiscoveryRequest) -> bool:
         st = self.state(req.type_url)
         if st.nonce is not None and req.response_nonce != st.nonce:
             if log.isEnabledFor(logging.DEBUG):
                 log.debug("stale request ignored", extra=self._ctx(st, nonce=req.response_nonce))
-            return
+            return False
+        before = (st.wildcard, st.names)
         names = set(req.resource_names)
         if req.type_url in WILDCARD_TYPES:
             st.wildcard = not names or "*" in names
@@ -267,18 +273,21 @@ class Stream:
         st.names = names - {"*"}
         if not st.requested:
             st.requested = st.answer_first = True
-            return
+            return True
+        resubscribed = (st.wildcard, st.names) != before
         if st.nonce is None:
-            return
+            return resubscribed
         if req.HasField("error_detail"):
             self._nack(st, req.error_detail.message, req.error_detail.code)
-        else:
-            self._ack(st, req.version_info)
+            return True
+        self._ack(st, req.version_info)
+        return resubscribed or self.deferred
 
-    def _on_delta(self, req: discovery_pb2.DeltaDiscoveryRequest) -> None:
+    def _on_delta(self, req: discovery_pb2.DeltaDiscoveryRequest) -> bool:
         st = self.state(req.type_url)
         subscribe = set(req.resource_names_subscribe)
         unsubscribe = set(req.resource_names_unsubscribe)
+        due = bool(subscribe or unsubscribe) or not st.requested
         if not st.requested:
             st.requested = st.answer_first = True
             st.wildcard = not subscribe or "*" in subscribe
@@ -312,8 +321,11 @@ class Stream:
                     log.debug("stale request ignored", extra=self._ctx(st, nonce=req.response_nonce))
             elif req.HasField("error_detail"):
                 self._nack(st, req.error_detail.message, req.error_detail.code)
+                due = True
             else:
                 self._ack(st, st.version_sent or "")
+                due = due or self.deferred
+        return due
 
     def _ack(self, st: TypeState, version: str) -> None:
         if st.pending and log.isEnabledFor(logging.DEBUG):
@@ -359,6 +371,8 @@ class Stream:
                     old = cluster_state.held.entries.get(name) or cluster_state.acked.entries.get(name)
                     if old is not None:
                         retained[name] = old
+        if retained:
+            self.deferred = True
         if st.wildcard and not retained:
             return Target(entries, True, snapshot.type_version(st.type_url))
         if st.wildcard:
@@ -395,8 +409,11 @@ class Stream:
     def responses(self, snapshot: Snapshot) -> Iterator[tuple[str, bytes, bool]]:
         """Yield (type URL, response bytes, is-first) for every type due a response now,
         updating the state as each is sent. Lazy: each is planned after the previous write."""
+        self.deferred = False
         for type_url in self.order():
             st = self.types[type_url]
+            if st.pending:
+                self.deferred = True
             if not st.requested or st.pending:
                 continue
             first = st.answer_first
@@ -410,6 +427,7 @@ class Stream:
         if not st.answer_first and (version == st.version_acked or version == st.nacked_version):
             return None
         if st.type_url in (LISTENER, ROUTE) and not self._clusters_ready(target.entries, snapshot):
+            self.deferred = True
             return None
         nonce = str(next(self._nonces))
         entries = target.entries
@@ -440,6 +458,7 @@ class Stream:
             return None
         if st.type_url in (LISTENER, ROUTE) and not self._clusters_ready(
                 {e.name: e for e in changed}, snapshot):
+            self.deferred = True
             return None
         st.absent_reported.update(absent)
         nonce = str(next(self._nonces))
@@ -676,8 +695,8 @@ class AdsServer:
                 if refused is not None:
                     stream.refused = refused
                     break
-                stream.on_request(request)
-                stream.wake.set()
+                if stream.on_request(request):
+                    stream.wake.set()
         except RequestRejected as err:
             log.warning(err.event, extra={"stream": stream.id, "node": stream.node_id,
                                           "namespace": stream.namespace, "peer": stream.peer,
