@@ -6,7 +6,7 @@ uses the global view). Measured the way ``serve`` uses the translator: ``Transla
 then ``resources(ns)`` for every namespace (full build on a fresh translator; rebuild on the
 same translator after a one-route change in one namespace and after a global EgressNetwork
 change, where unchanged namespaces keep their memoized Envoy resources), with serve's
-collector handling (``gc.freeze`` after parsing and every ``FREEZE_EVERY`` namespaces). Encoding into
+collector policy for reloads (``serve.long_lived_allocations``). Encoding into
 snapshots (``cache.Snapshot``) and YAML parsing are reported beside it. Then ``serve`` on the
 big world: one route edited in ``ns-0007`` (file write) until all 10 streams of that
 namespace ACKed the new listener/routes.
@@ -25,7 +25,7 @@ from bench.common import PartResult, atomic_write, fitted_exponent, ms, percenti
 from egress_xds.cache import Snapshot
 from egress_xds.model.load import parse_text
 from egress_xds.model.objects import TopLevel
-from egress_xds.serve import FREEZE_EVERY
+from egress_xds.serve import long_lived_allocations
 from egress_xds.translate import Translator
 
 EDITED = 7  # the namespace whose route changes
@@ -63,17 +63,13 @@ _gc_clock = _GcClock()
 
 
 def _build_all(tr: Translator, objects: list[TopLevel]) -> tuple[float, dict[str, object], float]:
-    """(seconds, resources by namespace, seconds of it spent in GC). Collector handling as in
-    ``serve``'s reload: parsed objects and every ``FREEZE_EVERY`` built namespaces are frozen."""
-    gc.freeze()
+    """(seconds, resources by namespace, seconds of it spent in GC), under ``serve``'s
+    collector policy for reloads (``long_lived_allocations``)."""
     gc_before = _gc_clock.total
     started = time.perf_counter()
-    tr.load(objects)
-    built = {}
-    for i, ns in enumerate(tr.namespaces(), 1):
-        built[ns] = tr.resources(ns)
-        if i % FREEZE_EVERY == 0:
-            gc.freeze()
+    with long_lived_allocations():
+        tr.load(objects)
+        built = {ns: tr.resources(ns) for ns in tr.namespaces()}
     return time.perf_counter() - started, built, _gc_clock.total - gc_before
 
 
