@@ -130,27 +130,44 @@ def _connection_manager(namespace: str, governor: ir.Governor, port_label: str, 
     return lc.Filter(name="envoy.filters.network.http_connection_manager", typed_config=pack(manager))
 
 
-@functools.lru_cache(maxsize=65536)
-def _match(prefixes: tuple[ir.IPNetwork, ...], port: int | None, transport: str = "",
+# (prefixes key, port, transport, application protocols, server names) -> chain match,
+# shared by every namespace whose governor has the same prefixes (all namespaces on the
+# global view). The key names the prefixes as text: hashing and comparing ipaddress objects
+# on every lookup cost more than the rest of the listener. Callers copy the messages.
+_MATCHES: dict[tuple[object, ...], lc.FilterChainMatch] = {}
+_MATCHES_MAX = 65_536
+
+
+def prefixes_key(prefixes: Sequence[ir.IPNetwork]) -> str:
+    return ",".join(map(str, prefixes))
+
+
+def _match(prefixes: Sequence[ir.IPNetwork], key: str, port: int | None, transport: str = "",
            application_protocols: tuple[str, ...] = (), server_names: tuple[str, ...] = ()) -> lc.FilterChainMatch:
-    """A chain match; shared by every namespace whose governor has the same prefixes (all
-    namespaces on the global view). Callers copy it into their chains."""
-    m = lc.FilterChainMatch(prefix_ranges=[_cidr(n) for n in prefixes], transport_protocol=transport,
-                            application_protocols=application_protocols, server_names=server_names)
-    if port is not None:
-        m.destination_port.value = port
-    return m
+    cache_key = (key, port, transport, application_protocols, server_names)
+    found = _MATCHES.get(cache_key)
+    if found is None:
+        found = lc.FilterChainMatch(prefix_ranges=[_cidr(n) for n in prefixes], transport_protocol=transport,
+                                    application_protocols=application_protocols, server_names=server_names)
+        if port is not None:
+            found.destination_port.value = port
+        if len(_MATCHES) >= _MATCHES_MAX:
+            _MATCHES.clear()
+        _MATCHES[cache_key] = found
+    return found
 
 
 def policy_chains(
-    namespace: str, policy: ir.PortPolicy, prefixes: tuple[ir.IPNetwork, ...]
+    namespace: str, policy: ir.PortPolicy, prefixes: Sequence[ir.IPNetwork], key: str | None = None,
 ) -> list[tuple[str, lc.FilterChainMatch, lc.Filter]]:
-    """(variant, match, network filter) for one governor on one port."""
+    """(variant, match, network filter) for one governor on one port; ``key`` is
+    ``prefixes_key(prefixes)`` when the caller has it."""
     port = policy.port
+    prefix_key = prefixes_key(prefixes) if key is None else key
 
     def match(transport: str = "", application_protocols: tuple[str, ...] = (),
               server_names: tuple[str, ...] = ()) -> lc.FilterChainMatch:
-        return _match(prefixes, port, transport, application_protocols, server_names)
+        return _match(prefixes, prefix_key, port, transport, application_protocols, server_names)
 
     governor, port_label = policy.governor, policy.port_label
     default = _default_filter(namespace, governor, port_label)
@@ -216,12 +233,13 @@ def build_listener(egress: ir.NamespaceEgress) -> listener_pb2.Listener:
     networks: dict[ir.Governor, list[ir.IPNetwork]] = {}
     for dest in egress.destinations:
         networks.setdefault(dest.governor, []).append(dest.network)
-    by_governor = {governor: tuple(nets) for governor, nets in networks.items()}
+    by_governor = {governor: (nets, prefixes_key(nets)) for governor, nets in networks.items()}
     governors = sorted(by_governor, key=lambda g: (g.kind != "egress-network", g.label))
     for port in [None, *egress.ports]:
         for governor in governors:
             policy = egress.policy(governor, port)
-            for variant, match, network_filter in policy_chains(egress.namespace, policy, by_governor[governor]):
+            prefixes, key = by_governor[governor]
+            for variant, match, network_filter in policy_chains(egress.namespace, policy, prefixes, key):
                 chain = add_chain(name=f"{policy.port_label}|{governor.label}|{variant}")
                 chain.filter_chain_match.CopyFrom(match)
                 chain.filters.append(network_filter)

@@ -190,9 +190,9 @@ def default_route(policy: ir.PortPolicy) -> rc.Route:
     return route
 
 
-def build_route_config(policy: ir.PortPolicy) -> route_pb2.RouteConfiguration:
+def build_route_config(policy: ir.PortPolicy, name: str | None = None) -> route_pb2.RouteConfiguration:
     grpc = policy.protocol == "grpc"
-    config = route_pb2.RouteConfiguration(name=route_config_name(policy))
+    config = route_pb2.RouteConfiguration(name=name or route_config_name(policy))
     fallback = default_route(policy)
     for vh in policy.virtual_hosts:
         host = config.virtual_hosts.add(name=vh.domain, domains=[vh.domain])
