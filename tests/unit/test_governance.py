@@ -12,7 +12,7 @@ import ipaddress
 import pytest
 
 from egress_xds.translate import TranslatorOptions
-from tests.unit.manifests import GLOBAL, egress, explain, rendered
+from tests.unit.manifests import GLOBAL, egress, explain, rendered, translator
 
 OLD = "2020-01-01T00:00:00Z"
 MID = "2023-06-01T00:00:00Z"
@@ -242,3 +242,30 @@ def test_listener_longest_prefix_gives_the_same_governor_as_explain(ip: str) -> 
     listener = rendered(PARTITION_ENS)["listeners"][0]
     expected = governs(PARTITION_ENS, "app", ip)
     assert _chain_governor(listener, ip) == (expected or "cluster")
+
+
+def test_thousands_of_cidrs_with_excepts_and_nested_blocks() -> None:
+    """A provider's IP list (thousands of prefixes) in one EgressNetwork, with excepts and
+    a second, more specific EgressNetwork inside it: every sampled address gets the spec's
+    winner. The partition indexes prefixes exactly, so this stays linear in the CIDR count
+    (it was quadratic: 5,000 CIDRs took 88 s; now well under a second)."""
+    blocks = [ipaddress.ip_network((0x0B000000 + i * 256, 24)) for i in range(4000)]
+    networks = [{"cidr": str(b), "except": [str(next(b.subnets(new_prefix=28)))]} if i % 7 == 0 else str(b)
+                for i, b in enumerate(blocks)]
+    inner = [str(next(blocks[i].subnets(new_prefix=26))) for i in range(0, 4000, 13)]
+    docs = [egress("provider", policy="Allow", networks=networks, created=OLD),
+            egress("pinned", policy="Deny", networks=inner, created=NEW)]
+    inner_nets = [ipaddress.ip_network(n) for n in inner]
+    built = translator(docs)
+    assert built.resources("app")  # the Envoy resources build as well
+    for i in range(0, 4000, 37):
+        block = blocks[i]
+        for host in (block.network_address + 5, block.network_address + 200):
+            if any(host in n for n in inner_nets):
+                want: str | None = f"{GLOBAL}/pinned"
+            elif i % 7 == 0 and host in next(block.subnets(new_prefix=28)):
+                want = None
+            else:
+                want = f"{GLOBAL}/provider"
+            got = built.explain("app", str(host), 80)["egress_network"]
+            assert got == want, (str(host), want)
