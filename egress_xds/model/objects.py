@@ -39,6 +39,11 @@ _HOSTNAME_RE = re.compile(rf"^(\*\.)?{_DNS_LABEL}(\.{_DNS_LABEL})*$")
 _HEADER_NAME_RE = re.compile(r"^[A-Za-z0-9!#$%&'*+\-.^_`|~]+$")
 
 
+def _show(value: str) -> str:
+    """``repr(value)`` for an error message, cut short: a rejected value may be megabytes."""
+    return repr(value) if len(value) <= 100 else f"{value[:100]!r}... ({len(value)} characters)"
+
+
 def parse_network(value: Any) -> IPNetwork:
     """A CIDR or a bare IP; host bits may be set (``192.168.0.1/16`` is ``192.168.0.0/16``)."""
     if isinstance(value, ipaddress.IPv4Network | ipaddress.IPv6Network):
@@ -48,18 +53,18 @@ def parse_network(value: Any) -> IPNetwork:
     try:
         return ipaddress.ip_network(value.strip(), strict=False)
     except ValueError:
-        raise ValueError(f"{value!r} is not a valid IP network or address") from None
+        raise ValueError(f"{_show(value)} is not a valid IP network or address") from None
 
 
 def _check_name(value: str) -> str:
     if len(value) > 253 or not _NAME_RE.match(value):
-        raise ValueError(f"{value!r} is not a valid name (lowercase RFC 1123 subdomain, at most 253 characters)")
+        raise ValueError(f"{_show(value)} is not a valid name (lowercase RFC 1123 subdomain, at most 253 characters)")
     return value
 
 
 def _check_namespace(value: str) -> str:
     if len(value) > 63 or not _NAMESPACE_RE.match(value):
-        raise ValueError(f"{value!r} is not a valid namespace (lowercase RFC 1123 label, at most 63 characters)")
+        raise ValueError(f"{_show(value)} is not a valid namespace (lowercase RFC 1123 label, at most 63 characters)")
     return value
 
 
@@ -76,14 +81,14 @@ def normalize_hostname(value: str) -> str:
     host = value.strip().lower().rstrip(".")
     if len(host) > 253 or not _HOSTNAME_RE.match(host) or _is_ip(host):
         raise ValueError(
-            f"{value!r} is not a valid hostname (a DNS name, optionally with a leading '*.'; IPs and a bare '*' are not allowed)"
+            f"{_show(value)} is not a valid hostname (a DNS name, optionally with a leading '*.'; IPs and a bare '*' are not allowed)"
         )
     return host
 
 
 def _check_header_name(value: str) -> str:
     if not _HEADER_NAME_RE.match(value):
-        raise ValueError(f"{value!r} is not a valid HTTP header name")
+        raise ValueError(f"{_show(value)} is not a valid HTTP header name")
     return value
 
 
@@ -197,9 +202,9 @@ def parse_port_list(value: str) -> frozenset[int]:
         try:
             first, last = int(low), int(high) if sep else int(low)
         except ValueError:
-            raise ValueError(f"{item!r} is not a port or a port range") from None
+            raise ValueError(f"{_show(item)} is not a port or a port range") from None
         if not 1 <= first <= last <= 65535:
-            raise ValueError(f"{item!r} is not a port or a port range within 1-65535")
+            raise ValueError(f"{_show(item)} is not a port or a port range within 1-65535")
         ports.update(range(first, last + 1))
     return frozenset(ports)
 
@@ -264,7 +269,7 @@ class HTTPPathMatch(_Frozen):
     @classmethod
     def _absolute(cls, value: str, info: ValidationInfo) -> str:
         if info.data.get("type") != "RegularExpression" and not value.startswith("/"):
-            raise ValueError(f"path {value!r} must start with '/'")
+            raise ValueError(f"path {_show(value)} must start with '/'")
         if len(value) > 1024:
             raise ValueError("path is longer than 1024 characters")
         return value
@@ -447,7 +452,7 @@ class ServiceSpec(_Frozen):
         try:
             return str(ipaddress.ip_address(value))
         except ValueError:
-            raise ValueError(f"{value!r} is not an IP address") from None
+            raise ValueError(f"{_show(value)} is not an IP address") from None
 
 
 class Service(TopLevel):

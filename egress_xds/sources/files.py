@@ -10,9 +10,10 @@ Kubernetes ConfigMap ``..data`` symlink swaps.
 Called by ``egress_xds.serve``; uses ``egress_xds.model.load`` to parse.
 
 How changes are found: any filesystem event below a watched path triggers a rescan of the
-file list (cheap: one ``stat`` per file). A file is re-read when its fingerprint (resolved
-path, inode, size, mtime) changed and re-parsed only when its bytes changed. Events arriving
-while a rescan runs coalesce into a single next rescan; the first event is never delayed.
+file list (cheap: one ``stat`` per file). A file is re-read when its fingerprint (device,
+inode, size, mtime, symlinks followed) changed and re-parsed only when its bytes changed.
+Events arriving while a rescan runs coalesce into a single next rescan; the first event is
+never delayed.
 """
 
 from __future__ import annotations
@@ -23,31 +24,34 @@ import logging
 import os
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from itertools import chain
 from pathlib import Path
 
 import watchfiles
 
-from egress_xds.model.load import LoadResult, load_file, manifest_files, merge_results
+from egress_xds.model.load import (
+    LoadResult,
+    load_bytes,
+    manifest_files,
+    merge_results,
+    read_regular_file,
+    unreadable,
+)
+from egress_xds.model.objects import ObjectKey
 
 log = logging.getLogger(__name__)
 
-Fingerprint = tuple[str, int, int, int, int]
+Fingerprint = tuple[int, int, int, int]
 
 
 def _fingerprint(path: Path) -> Fingerprint | None:
+    """The file behind ``path`` (symlinks followed: a ConfigMap ``..data`` swap points it at
+    another inode) and its size and mtime."""
     try:
-        real = os.path.realpath(path)
-        st = os.stat(real)
+        st = os.stat(path)
     except OSError:
         return None
-    return (real, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
-
-
-def _content_hash(path: Path) -> str | None:
-    try:
-        return hashlib.sha256(path.read_bytes()).hexdigest()
-    except OSError:
-        return None
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
 
 
 @dataclass
@@ -86,6 +90,23 @@ class FileSource:
     paths: Sequence[str | os.PathLike[str]]
     files: dict[str, FileState] = field(default_factory=dict)
     generation: int = 0  # bumped whenever the merged result may have changed
+    # For ``result``: per file, the effective result last counted and its object keys, and
+    # how many files define each key (a key defined twice needs the full merge).
+    _counted: dict[str, tuple[LoadResult, list[ObjectKey]]] = field(default_factory=dict, repr=False)
+    _definitions: dict[ObjectKey, int] = field(default_factory=dict, repr=False)
+    _defined_twice: set[ObjectKey] = field(default_factory=set, repr=False)
+
+    def _count(self, keys: list[ObjectKey], delta: int) -> None:
+        for key in keys:
+            n = self._definitions.get(key, 0) + delta
+            if n > 0:
+                self._definitions[key] = n
+            else:
+                self._definitions.pop(key, None)
+            if n > 1:
+                self._defined_twice.add(key)
+            else:
+                self._defined_twice.discard(key)
 
     def scan(self) -> bool:
         """Bring the cache up to date with the disk; True when anything changed."""
@@ -98,13 +119,25 @@ class FileSource:
             fingerprint = _fingerprint(path)
             if state is not None and fingerprint == state.fingerprint and fingerprint is not None:
                 continue
-            content = _content_hash(path)
+            # Read once: the bytes hashed are the bytes parsed, even if a writer is rewriting
+            # the file meanwhile (two reads could parse a half-written file under the hash of
+            # the finished one, and the next scan would then skip it as unchanged).
+            raw: bytes | None = None
+            failure = OSError(f"{key}: not read")
+            try:
+                raw = read_regular_file(path)
+            except OSError as err:
+                failure = err
+            content = None if raw is None else hashlib.sha256(raw).hexdigest()
             if state is not None and content == state.content and content is not None:
                 state.fingerprint = fingerprint
                 continue
             if fingerprint is None and not path.exists() and not path.is_symlink():
                 continue  # vanished between listing and reading
-            parsed = load_file(path)
+            if (state is not None and fingerprint is None and content is None
+                    and state.fingerprint is None and state.content is None):
+                continue  # still a dangling symlink: already reported
+            parsed = load_bytes(raw, key) if raw is not None else unreadable(key, failure)
             effective = keep_previous(parsed, state.effective if state else None, key)
             self.files[key] = FileState(fingerprint, content, parsed, effective)
             changed = True
@@ -121,8 +154,28 @@ class FileSource:
         return changed
 
     def result(self) -> LoadResult:
-        """Every file's objects in force, merged (duplicates across files are errors)."""
-        return merge_results(self.files[key].effective for key in sorted(self.files))
+        """Every file's objects in force, merged (duplicates across files are errors).
+
+        Only files that changed since the last call have their objects' keys looked at: when
+        no key is defined twice, the merge is a concatenation in file order (what
+        ``merge_results`` gives then); otherwise it is ``merge_results`` itself."""
+        for name in [n for n in self._counted if n not in self.files]:
+            self._count(self._counted.pop(name)[1], -1)
+        for name, state in self.files.items():
+            counted = self._counted.get(name)
+            if counted is not None and counted[0] is state.effective:
+                continue
+            if counted is not None:
+                self._count(counted[1], -1)
+            keys = [obj.key for obj in state.effective.objects]
+            self._count(keys, +1)
+            self._counted[name] = (state.effective, keys)
+        ordered = [self.files[name].effective for name in sorted(self.files)]
+        if self._defined_twice:
+            return merge_results(ordered)
+        return LoadResult(objects=list(chain.from_iterable(r.objects for r in ordered)),
+                          errors=list(chain.from_iterable(r.errors for r in ordered)),
+                          notices=list(chain.from_iterable(r.notices for r in ordered)))
 
     def watch_roots(self) -> list[Path]:
         roots = []

@@ -108,3 +108,36 @@ def test_delete_rename_atomic_save_and_configmap_swap(tmp_path: Path) -> None:
     first.rmdir()
     assert source.scan()
     assert objects(source) == {"cm": "Deny"}
+
+
+def test_merged_result_after_any_sequence_of_edits_equals_a_full_merge(tmp_path: Path) -> None:
+    """``result`` re-keys only changed files and concatenates when no key is defined twice;
+    whatever the edits (duplicates appearing and going, files deleted, broken files), it
+    must equal ``merge_results`` over every file's objects in force, in the same order."""
+    import random
+
+    from egress_xds.model.load import merge_results
+
+    rng = random.Random(7)
+    names = ["a.yaml", "b.yaml", "c.yaml", "d.yaml"]
+    source = FileSource([tmp_path])
+    duplicates_seen = 0
+    for step in range(300):
+        name = rng.choice(names)
+        action = rng.random()
+        if action < 0.15:
+            (tmp_path / name).unlink(missing_ok=True)
+        elif action < 0.2:
+            (tmp_path / name).write_text("kind: [unclosed\n")
+        else:
+            chosen = rng.sample(["x", "y", "z", "w", "v"], rng.randint(0, 3))
+            text = "---\n".join(net(n, rng.choice(["Allow", "Deny"])) for n in chosen)
+            (tmp_path / name).write_text(text + f"# step {step}\n")
+        source.scan()
+        got = source.result()
+        want = merge_results(source.files[k].effective for k in sorted(source.files))
+        assert [id(o) for o in got.objects] == [id(o) for o in want.objects], step
+        assert got.errors == want.errors, step
+        assert got.notices == want.notices, step
+        duplicates_seen += any("duplicate" in e.message for e in got.errors)
+    assert duplicates_seen > 20  # both paths were taken many times
