@@ -22,7 +22,8 @@ import asyncio
 import hashlib
 import logging
 import os
-from collections.abc import Awaitable, Callable, Sequence
+import threading
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from itertools import chain
 from pathlib import Path
@@ -30,6 +31,7 @@ from pathlib import Path
 import watchfiles
 
 from egress_xds.model.load import (
+    MANIFEST_SUFFIXES,
     LoadResult,
     load_bytes,
     manifest_files,
@@ -40,6 +42,9 @@ from egress_xds.model.load import (
 from egress_xds.model.objects import ObjectKey
 
 log = logging.getLogger(__name__)
+
+# A batch naming more files than this is scanned in full (one listing is cheaper).
+MAX_HINTS = 256
 
 Fingerprint = tuple[int, int, int, int]
 
@@ -95,6 +100,13 @@ class FileSource:
     _counted: dict[str, tuple[LoadResult, list[ObjectKey]]] = field(default_factory=dict, repr=False)
     _definitions: dict[ObjectKey, int] = field(default_factory=dict, repr=False)
     _defined_twice: set[ObjectKey] = field(default_factory=set, repr=False)
+    # Files named by filesystem events since the last scan (None: no events, scan everything),
+    # and whether an event asked for a full scan.
+    _hints: set[str] | None = field(default=None, repr=False)
+    _full: bool = field(default=False, repr=False)
+    _links: set[str] = field(default_factory=set, repr=False)  # listed files that are symlinks
+    _hints_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _scanned: bool = field(default=False, repr=False)
 
     def _count(self, keys: list[ObjectKey], delta: int) -> None:
         for key in keys:
@@ -108,15 +120,70 @@ class FileSource:
             else:
                 self._defined_twice.discard(key)
 
+    def hint(self, events: Iterable[tuple[object, str]]) -> None:
+        """Filesystem events (watchfiles' (change, path)) for the next ``scan``: when every
+        path is a manifest file the listing would name, only those files are looked at;
+        anything else (a directory, a symlink, a hidden entry such as a ConfigMap's ``..data``
+        swap, a path outside the roots, a big batch) makes the next scan a full one."""
+        keys = [self._listed_key(raw) for _change, raw in events]
+        with self._hints_lock:
+            if self._full:
+                return
+            hints = self._hints or set()
+            if None in keys or len(hints) + len(keys) > MAX_HINTS:
+                self._full, self._hints = True, None
+                return
+            hints.update(k for k in keys if k)
+            self._hints = hints
+
+    def _listed_key(self, raw: str) -> str | None:
+        """What an event at ``raw`` means for the next scan: the key ``manifest_files`` would
+        give that file; ``""`` when no listed file can depend on it (a regular file or a gone
+        path that the listing skips: an editor's hidden temporary, a README); None when only
+        a full scan can tell (a directory, a symlink, a path outside the roots)."""
+        absolute = os.path.abspath(raw)
+        if os.path.isdir(raw) or os.path.islink(raw):
+            return None  # a new tree, a ConfigMap's ``..data`` swap, or a write through a link
+        for given in self.paths:
+            root = os.path.abspath(given)
+            if absolute == root and not os.path.isdir(root):
+                return str(Path(given))
+            if absolute.startswith(root + os.sep) and os.path.isdir(root):
+                parts = Path(absolute[len(root) + 1:]).parts
+                if any(part.startswith(".") for part in parts) or not parts[-1].endswith(MANIFEST_SUFFIXES):
+                    return ""  # not listed (a symlink into it is looked at on every scan)
+                return str(Path(given).joinpath(*parts))
+        return None
+
     def scan(self) -> bool:
-        """Bring the cache up to date with the disk; True when anything changed."""
+        """Bring the cache up to date with the disk; True when anything changed. Looks only
+        at the files ``hint`` named since the last scan when it could, else at every file."""
+        with self._hints_lock:
+            hints, full = self._hints, self._full
+            self._hints, self._full = None, False
+        if full or hints is None or not self._scanned:
+            self._scanned = True
+            return self._scan(manifest_files(self.paths), complete=True)
+        # A symlink's content changes with events on its target's path: always look again.
+        return self._scan([Path(key) for key in sorted(hints | self._links)], complete=False)
+
+    def _scan(self, listed: Iterable[Path], complete: bool) -> bool:
+        """Refresh the ``listed`` files; with ``complete``, forget every file not listed,
+        else forget the listed ones that are gone."""
         changed = False
         seen: set[str] = set()
-        for path in manifest_files(self.paths):
+        named = {str(Path(p)) for p in self.paths}  # listed even when missing, as in a full scan
+        for path in listed:
             key = str(path)
-            seen.add(key)
             state = self.files.get(key)
             fingerprint = _fingerprint(path)
+            if os.path.islink(path):
+                self._links.add(key)
+            else:
+                self._links.discard(key)
+            if not complete and fingerprint is None and not os.path.islink(path) and key not in named:
+                continue  # gone (or never there): dropped below
+            seen.add(key)
             if state is not None and fingerprint == state.fingerprint and fingerprint is not None:
                 continue
             # Read once: the bytes hashed are the bytes parsed, even if a writer is rewriting
@@ -145,8 +212,10 @@ class FileSource:
                 "file": key, "objects": len(parsed.objects), "errors": len(parsed.errors)})
             for error in parsed.errors:
                 log.warning("manifest error", extra={"file": key, "error": str(error)})
-        for key in sorted(set(self.files) - seen):
+        gone = set(self.files) - seen if complete else {str(p) for p in listed} - seen
+        for key in sorted(gone & self.files.keys()):
             del self.files[key]
+            self._links.discard(key)
             changed = True
             log.info("manifest file removed", extra={"file": key})
         if changed:
@@ -195,6 +264,7 @@ class FileSource:
                                                  watch_filter=None, debounce=200, step=5,
                                                  recursive=True, yield_on_timeout=False):
                 log.debug("filesystem events", extra={"events": len(batch)})
+                self.hint(batch)
                 dirty.set()
 
         watcher = asyncio.create_task(events())

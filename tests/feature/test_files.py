@@ -141,3 +141,55 @@ def test_merged_result_after_any_sequence_of_edits_equals_a_full_merge(tmp_path:
         assert got.notices == want.notices, step
         duplicates_seen += any("duplicate" in e.message for e in got.errors)
     assert duplicates_seen > 20  # both paths were taken many times
+
+
+def test_scans_of_hinted_files_equal_full_scans(tmp_path: Path) -> None:
+    """``hint`` (the watcher's events) lets a scan look only at the files named; after any
+    sequence of writes, deletes, renames, nested and hidden directories and directly named
+    files and symlinks, the result must equal that of a source that always scans in full."""
+    import random
+
+    root = tmp_path / "m"
+    (root / "sub").mkdir(parents=True)
+    (root / ".hidden").mkdir()
+    single = tmp_path / "single.yaml"
+    single.write_text(net("single"))
+    rng = random.Random(11)
+    spots = [root / "a.yaml", root / "b.yml", root / "sub" / "c.json", root / ".hidden" / "h.yaml",
+             root / "notes.txt", single, root / "sub" / "link.yaml"]
+    source = FileSource([root, single])
+    source.scan()
+    full = FileSource([root, single])  # never hinted: lists every file on each scan
+    full.scan()
+    hinted = 0
+    for step in range(200):
+        path = rng.choice(spots)
+        touched = [path]
+        action = rng.random()
+        if action < 0.2:
+            path.unlink(missing_ok=True)
+        elif action < 0.3 and path.exists():
+            other = rng.choice([p for p in spots if p.parent == path.parent])
+            path.rename(other)
+            touched.append(other)
+        elif action < 0.35:
+            path.write_text("kind: [unclosed\n")
+        elif action < 0.45:  # a link whose content changes with events on its target only
+            link = root / "sub" / "link.yaml"
+            link.unlink(missing_ok=True)
+            link.symlink_to(rng.choice(spots[:3]))
+            touched = [link]
+        else:
+            body = net(f"n{rng.randint(0, 9)}", rng.choice(["Allow", "Deny"]))
+            if path.suffix == ".json":
+                body = '{"apiVersion": "policy.linkerd.io/v1alpha1", "kind": "EgressNetwork", ' \
+                       f'"metadata": {{"name": "j{step}", "namespace": "app"}}, "spec": {{"trafficPolicy": "Deny"}}}}'
+            path.write_text(body)
+        source.hint([(None, str(p)) for p in touched])
+        hinted += source._hints is not None and not source._full
+        source.scan()
+        full.scan()
+        got, want = source.result(), full.result()
+        assert [(o.key, o.model_dump()) for o in got.objects] == [(o.key, o.model_dump()) for o in want.objects], step
+        assert [(e.file, e.message) for e in got.errors] == [(e.file, e.message) for e in want.errors], step
+    assert hinted > 100  # most steps took the hinted path
