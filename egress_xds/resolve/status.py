@@ -12,7 +12,13 @@ from typing import Any
 
 from egress_xds.model.load import LoadError
 from egress_xds.model.objects import Route
-from egress_xds.resolve.routes import Attachments, Condition, ParentStatus, parent_slots
+from egress_xds.resolve.routes import (
+    Attachments,
+    Condition,
+    ParentAttachment,
+    ParentStatus,
+    parent_slots,
+)
 from egress_xds.resolve.world import ENKey
 
 
@@ -31,6 +37,7 @@ class StatusReporter:
         # id(route) -> (route, its EgressNetwork parent slots, their statuses, entry)
         self._routes: dict[int, tuple[Route, tuple[tuple[ENKey, int | None], ...],
                                       tuple[ParentStatus, ...], dict[str, Any]]] = {}
+        self._parents: dict[ENKey, ParentAttachment] = {}  # as of the last report
 
     def report(self, attachments: Attachments, errors: Iterable[LoadError]) -> dict[str, Any]:
         objects: list[dict[str, Any]] = []
@@ -45,11 +52,22 @@ class StatusReporter:
         routes: dict[int, tuple[Route, tuple[tuple[ENKey, int | None], ...],
                                 tuple[ParentStatus, ...], dict[str, Any]]] = {}
         parents = attachments.parents
+        # Only routes naming an EgressNetwork whose attachment changed can have a new status.
+        touched = {id(route) for key, p in parents.items() if self._parents.get(key) is not p
+                   for route in p.routes}
+        touched.update(id(route) for key, p in self._parents.items() if parents.get(key) is not p
+                       for route in p.routes)
         for route in attachments.routes:  # sorted by kind, namespace, name: after every EgressNetwork
             rid = id(route)
             memo = self._routes.get(rid)
+            if memo is not None and memo[0] is route and rid not in touched:
+                routes[rid] = memo
+                if memo[1]:
+                    objects.append(memo[3])
+                continue
             slots = memo[1] if memo is not None and memo[0] is route else parent_slots(route)
             if not slots:
+                routes[rid] = (route, slots, (), {})
                 continue
             statuses = tuple(parents[key].statuses[(rid, port)] for key, port in slots)
             if memo is None or memo[0] is not route or any(
@@ -57,7 +75,7 @@ class StatusReporter:
                 memo = (route, slots, statuses, self._route_entry(route, statuses))
             routes[rid] = memo
             objects.append(memo[3])
-        self._egress, self._routes = egress, routes
+        self._egress, self._routes, self._parents = egress, routes, dict(parents)
         return {"objects": objects, "errors": [e.as_dict() for e in errors]}
 
     def _route_entry(self, route: Route, statuses: tuple[ParentStatus, ...]) -> dict[str, Any]:
