@@ -38,7 +38,7 @@ test: setup lint
 	$(BIN)/pytest -q
 
 unit: setup
-	$(BIN)/pytest -q -m "not envoy and not netns"
+	$(BIN)/pytest -q -m "not envoy and not netns and not soak"
 
 golden: setup
 	$(BIN)/pytest -q tests/golden --update-golden

@@ -1,11 +1,14 @@
 """Prometheus metrics of the control plane, in a registry of their own.
 
 In: counts and timings reported by the ADS streams (``server.ads``) and by the wiring
-(``serve``: translation time, config bytes). Out: the text exposition served at ``/metrics``
-by ``server.debug``. One ``Metrics`` per server instance, so tests can run several.
+(``serve``: translation time, config bytes); the event loop's task count, read at each scrape.
+Out: the text exposition served at ``/metrics`` by ``server.debug``. One ``Metrics`` per
+server instance, so tests can run several.
 """
 
 from __future__ import annotations
+
+import asyncio
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
@@ -37,6 +40,19 @@ class Metrics:
         self.snapshots = Gauge("egress_xds_snapshots", "namespaces with a snapshot", registry=r)
         self.load_errors = Gauge(
             "egress_xds_load_errors", "manifest objects rejected at the last load", registry=r)
+        # Read at each scrape (``render`` runs on the server's event loop): a leaked stream
+        # handler, reader or watcher shows up here (tests/limits/test_soak.py).
+        self.asyncio_tasks = Gauge(
+            "egress_xds_asyncio_tasks", "asyncio tasks alive in the server's event loop",
+            registry=r)
+        self.asyncio_tasks.set_function(_asyncio_tasks)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+def _asyncio_tasks() -> float:
+    try:
+        return float(len(asyncio.all_tasks()))
+    except RuntimeError:  # rendered outside a running event loop
+        return float("nan")
