@@ -2,7 +2,9 @@
 
 In: ``Attachments`` and the loader's errors. Out: ``{"objects": [...], "errors": [...]}``
 with Kubernetes-style conditions, shared by ``egress-xds validate``, ``/debug/status`` and
-the Kubernetes status writer. Called by ``egress_xds.translate``.
+the Kubernetes status writer. ``StatusReporter`` keeps the entries of the previous report and
+re-renders only objects whose attachment changed (entries are shared: treat reports as
+read-only). Called by ``egress_xds.translate``.
 """
 
 from __future__ import annotations
