@@ -125,6 +125,11 @@ class FileSource:
         path is a manifest file the listing would name, only those files are looked at;
         anything else (a directory, a symlink, a hidden entry such as a ConfigMap's ``..data``
         swap, a path outside the roots, a big batch) makes the next scan a full one."""
+        events = list(events)
+        with self._hints_lock:
+            if self._full or len(events) + len(self._hints or ()) > MAX_HINTS:
+                self._full, self._hints = True, None  # decided before looking: this runs on the
+                return  # event loop, and a storm of events must not keep it from the streams
         keys = [self._listed_key(raw) for _change, raw in events]
         with self._hints_lock:
             if self._full:
