@@ -192,6 +192,9 @@ class Snapshot:
         self.version = version or content_version(self.type_versions.items())
         self.size_bytes = sum(e.size for by_name in self.entries.values() for e in by_name.values())
         self.created_at = time.time()
+        # Per type, state the ADS server derives from this snapshot once for all streams (the
+        # view every wildcard SotW stream holds after receiving the whole set).
+        self.views: dict[str, object] = {}
 
     def type_version(self, type_url: str) -> str:
         return self.type_versions.get(type_url) or content_version(())

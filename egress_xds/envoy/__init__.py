@@ -16,30 +16,27 @@ from egress_xds.envoy.listener import build_listener
 from egress_xds.envoy.route import build_route_config, route_config_name
 from egress_xds.resources import CLUSTER, LISTENER, ROUTE
 
-# id(policy) -> (policy, its route configuration): namespaces that share a policy object
+# id(policy) -> (policy, its route configuration). Namespaces that share a policy object
 # (``resolve.namespace.SharedWork``: every namespace on the global view) share the message.
 # The entry holds the policy, so its id is not reused while the entry lives.
-_ROUTE_CONFIGS: dict[int, tuple[ir.PortPolicy, Message]] = {}
-_ROUTE_CONFIGS_MAX = 50_000
+RouteConfigs = dict[int, tuple[ir.PortPolicy, Message]]
 
 
-def _route_config(policy: ir.PortPolicy, name: str) -> Message:
-    found = _ROUTE_CONFIGS.get(id(policy))
-    if found is None:
-        if len(_ROUTE_CONFIGS) >= _ROUTE_CONFIGS_MAX:
-            _ROUTE_CONFIGS.clear()
-        found = _ROUTE_CONFIGS[id(policy)] = (policy, build_route_config(policy, name))
-    return found[1]
-
-
-def build_resources(egress: ir.NamespaceEgress) -> dict[str, dict[str, Message]]:
+def build_resources(egress: ir.NamespaceEgress, shared: RouteConfigs | None = None) -> dict[str, dict[str, Message]]:
+    """The namespace's resources; ``shared`` (one per world, from the caller) lets
+    namespaces with the same policy objects share route configurations."""
     listener = build_listener(egress)
+    memo: RouteConfigs = {} if shared is None else shared
     routes: dict[str, Message] = {}
     for policy in egress.policies:
         if policy.protocol in ("http", "grpc"):
             name = route_config_name(policy)
-            if name not in routes:  # ports without routes share their governor's default table
-                routes[name] = _route_config(policy, name)
+            if name in routes:
+                continue  # ports without routes share their governor's default table
+            found = memo.get(id(policy))
+            if found is None:
+                found = memo[id(policy)] = (policy, build_route_config(policy, name))
+            routes[name] = found[1]
     return {
         CLUSTER: dict(build_clusters(egress)),
         LISTENER: {listener.name: listener},
@@ -47,4 +44,4 @@ def build_resources(egress: ir.NamespaceEgress) -> dict[str, dict[str, Message]]
     }
 
 
-__all__ = ["build_resources"]
+__all__ = ["RouteConfigs", "build_resources"]

@@ -154,17 +154,24 @@ class ClientView:
 
     hashes: dict[str, str] = field(default_factory=dict)
     entries: dict[str, ResourceEntry] = field(default_factory=dict)
+    # A shared view (one per snapshot and type, held by every stream that got the whole
+    # set) must never change: ``put``/``drop`` refuse it.
+    shared: bool = False
     _clusters: frozenset[str] | None = field(default=None, repr=False, compare=False)
 
     def copy(self) -> ClientView:
         return ClientView(dict(self.hashes), dict(self.entries))
 
     def put(self, entry: ResourceEntry) -> None:
+        if self.shared:
+            raise RuntimeError("a shared client view cannot change")
         self.hashes[entry.name] = entry.hash
         self.entries[entry.name] = entry
         self._clusters = None
 
     def drop(self, name: str) -> None:
+        if self.shared:
+            raise RuntimeError("a shared client view cannot change")
         self.hashes.pop(name, None)
         self.entries.pop(name, None)
         self._clusters = None
@@ -436,7 +443,14 @@ class Stream:
         trailer = discovery_pb2.DiscoveryResponse(
             version_info=version, type_url=st.type_url, nonce=nonce,
             control_plane=CONTROL_PLANE).SerializeToString()
-        view = ClientView({n: e.hash for n, e in entries.items()}, dict(entries))
+        if target.full:  # the whole set: one view for every stream holding it
+            shared = snapshot.views.get(st.type_url)
+            if not isinstance(shared, ClientView):
+                shared = ClientView({n: e.hash for n, e in entries.items()}, dict(entries), shared=True)
+                snapshot.views[st.type_url] = shared
+            view = shared
+        else:
+            view = ClientView({n: e.hash for n, e in entries.items()}, dict(entries))
         self._sent(st, nonce, version, view, version)
         return resources + trailer
 
