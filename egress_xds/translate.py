@@ -33,7 +33,7 @@ from egress_xds.resolve import (
 )
 from egress_xds.resolve.namespace import SharedWork
 from egress_xds.resolve.status import StatusReporter
-from egress_xds.resolve.world import IncrementalUpdateUnsupported
+from egress_xds.resolve.world import IncrementalUpdateUnsupported, egress_parents, is_route
 
 __all__ = ["Translator", "TranslatorOptions"]
 
@@ -91,7 +91,12 @@ class Translator:
             except IncrementalUpdateUnsupported:
                 world = None
         self._world = world if world is not None else World.build(listed, self.options)
-        self._attachments = attach_routes(self._world, self._attachments)
+        touched = None
+        routes = [o for o in (*added, *removed) if is_route(o)]
+        if world is not None and len(routes) == len(added) + len(removed):
+            # routes only: just the EgressNetworks they name can attach differently
+            touched = {key for route in routes for key in egress_parents(route)}
+        self._attachments = attach_routes(self._world, self._attachments, touched)
         self._objects = current
         self._inputs = {}
         self._egress = {}

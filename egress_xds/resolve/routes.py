@@ -243,11 +243,25 @@ def _conflict_slot(route: Route, key: ENKey, port: int) -> tuple[str, str, int, 
     return (key[0], key[1], port, route.metadata.namespace)
 
 
-def attach_routes(world: World, previous: Attachments | None = None) -> Attachments:
+def attach_routes(world: World, previous: Attachments | None = None,
+                  touched: set[ENKey] | None = None) -> Attachments:
     """Attach every route of ``world``; keys whose inputs are the same objects as in
-    ``previous`` keep their ``ParentAttachment`` from it."""
+    ``previous`` keep their ``ParentAttachment`` from it. ``touched``: the caller knows that
+    only these keys can differ from ``previous`` (a change made of routes only: no
+    EgressNetwork or Service, which other keys' backends may name, changed), so the other
+    keys are not even looked at."""
     reusable = previous.parents if previous is not None and previous.options is world.options else {}
-    parents: dict[ENKey, ParentAttachment] = {}
+    if touched is not None and previous is not None and reusable:
+        parents = dict(reusable)
+        for key in touched:
+            if key in world.egress_networks or key in world.routes_by_parent:
+                found = reusable.get(key)
+                parents[key] = found if found is not None and found.still_valid(world) else attach_parent(world, key)
+            else:
+                parents.pop(key, None)
+        return Attachments(options=world.options, routes=world.routes, parents=parents,
+                           egress_status=previous.egress_status)
+    parents = {}
     for key in world.egress_networks.keys() | world.routes_by_parent.keys():
         found = reusable.get(key)
         if found is None or not found.still_valid(world):

@@ -100,7 +100,7 @@ def egress_parents(route: Route) -> tuple[ENKey, ...]:
     return tuple(keys)
 
 
-def _is_route(obj: TopLevel) -> TypeGuard[Route]:
+def is_route(obj: TopLevel) -> TypeGuard[Route]:
     return isinstance(obj, HTTPRoute | GRPCRoute | TLSRoute | TCPRoute)
 
 
@@ -163,7 +163,7 @@ class World:
             key = (obj.metadata.namespace, obj.metadata.name)
             if isinstance(obj, EgressNetwork):
                 egress.setdefault(key, obj)
-            elif _is_route(obj):
+            elif is_route(obj):
                 routes.append(obj)
             elif isinstance(obj, Service):
                 services.setdefault(key, obj)
@@ -197,8 +197,8 @@ class World:
         one of each). Equal to ``World.build`` of the resulting object set; entries the change
         does not touch are shared with this world. Raises ``IncrementalUpdateUnsupported``
         when the result would hold two objects with one key (``build`` keeps the first)."""
-        removed_routes = [o for o in removed if _is_route(o)]
-        added_routes = [o for o in added if _is_route(o)]
+        removed_routes = [o for o in removed if is_route(o)]
+        added_routes = [o for o in added if is_route(o)]
         egress, egress_keys = _patch(self.egress_networks, EgressNetwork, removed, added)
         services, _ = _patch(self.services, Service, removed, added)
         routes = self.routes
@@ -251,13 +251,13 @@ class World:
                 by_parent = dict(sorted(by_parent.items()))
         population = dict(self.population)
         for obj in removed:
-            if isinstance(obj, EgressNetwork | Service) or _is_route(obj):
+            if isinstance(obj, EgressNetwork | Service) or is_route(obj):
                 ns = obj.metadata.namespace
                 population[ns] -= 1
                 if not population[ns]:
                     del population[ns]
         for obj in added:
-            if isinstance(obj, EgressNetwork | Service) or _is_route(obj):
+            if isinstance(obj, EgressNetwork | Service) or is_route(obj):
                 ns = obj.metadata.namespace
                 population[ns] = population.get(ns, 0) + 1
         return World(options=self.options, egress_networks=egress, routes=routes, services=services,
