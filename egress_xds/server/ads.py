@@ -218,6 +218,16 @@ class Target:
     version: str
 
 
+def _shared_view(snapshot: Snapshot, type_url: str, entries: Mapping[str, ResourceEntry]) -> ClientView:
+    """The view of a proxy holding all of ``snapshot``'s resources of ``type_url``: one per
+    snapshot and type, shared by every stream (never changed: see ``ClientView.shared``)."""
+    view = snapshot.views.get(type_url)
+    if not isinstance(view, ClientView):
+        view = ClientView({n: e.hash for n, e in entries.items()}, dict(entries), shared=True)
+        snapshot.views[type_url] = view
+    return view
+
+
 class Stream:
     """One ADS stream of one proxy: request bookkeeping and response planning.
 
@@ -307,6 +317,11 @@ class Stream:
                 st.wildcard = True
             if "*" in unsubscribe:
                 st.wildcard = False
+        if (subscribe | unsubscribe) - {"*"}:  # the views may change below: own them
+            if st.held.shared:
+                st.held = st.held.copy()
+            if st.acked.shared:
+                st.acked = st.acked.copy() if st.acked is not st.held else st.held
         for name in subscribe - {"*"}:
             if name not in st.names:
                 # A newly added name is answered even if it was sent before (rule 6).
@@ -444,11 +459,7 @@ class Stream:
             version_info=version, type_url=st.type_url, nonce=nonce,
             control_plane=CONTROL_PLANE).SerializeToString()
         if target.full:  # the whole set: one view for every stream holding it
-            shared = snapshot.views.get(st.type_url)
-            if not isinstance(shared, ClientView):
-                shared = ClientView({n: e.hash for n, e in entries.items()}, dict(entries), shared=True)
-                snapshot.views[st.type_url] = shared
-            view = shared
+            view = _shared_view(snapshot, st.type_url, entries)
         else:
             view = ClientView({n: e.hash for n, e in entries.items()}, dict(entries))
         self._sent(st, nonce, version, view, version)
@@ -479,12 +490,17 @@ class Stream:
         head = discovery_pb2.DeltaDiscoveryResponse(
             system_version_info=version, type_url=st.type_url, nonce=nonce,
             removed_resources=removed, control_plane=CONTROL_PLANE).SerializeToString()
-        view = st.held.copy()
-        for name in removed:
-            view.drop(name)
-        for entry in changed:
-            view.put(entry)
-        self._sent(st, nonce, version, view, content_version(view.hashes.items()))
+        if target.full and not st.nacked_hashes:
+            # every entry differing is sent and every other name removed: the proxy then
+            # holds exactly the snapshot's set, whose view and version are shared
+            self._sent(st, nonce, version, _shared_view(snapshot, st.type_url, entries), version)
+        else:
+            view = st.held.copy()
+            for name in removed:
+                view.drop(name)
+            for entry in changed:
+                view.put(entry)
+            self._sent(st, nonce, version, view, content_version(view.hashes.items()))
         st.in_flight = changed
         return head + b"".join(e.delta_chunk for e in changed)
 
