@@ -145,7 +145,8 @@ class FileSource:
         """What an event at ``raw`` means for the next scan: the key ``manifest_files`` would
         give that file; ``""`` when no listed file can depend on it (a regular file or a gone
         path that the listing skips: an editor's hidden temporary, a README); None when only
-        a full scan can tell (a directory, a symlink, a path outside the roots)."""
+        a full scan can tell (a directory, one that went away with listed files in it, a
+        symlink, a path outside the roots)."""
         absolute = os.path.abspath(raw)
         if os.path.isdir(raw) or os.path.islink(raw):
             return None  # a new tree, a ConfigMap's ``..data`` swap, or a write through a link
@@ -155,9 +156,12 @@ class FileSource:
                 return str(Path(given))
             if absolute.startswith(root + os.sep) and os.path.isdir(root):
                 parts = Path(absolute[len(root) + 1:]).parts
+                key = str(Path(given).joinpath(*parts))
+                if not os.path.lexists(raw) and any(f.startswith(key + os.sep) for f in list(self.files)):
+                    return None  # a directory holding listed files went away (moved or removed)
                 if any(part.startswith(".") for part in parts) or not parts[-1].endswith(MANIFEST_SUFFIXES):
                     return ""  # not listed (a symlink into it is looked at on every scan)
-                return str(Path(given).joinpath(*parts))
+                return key
         return None
 
     def scan(self) -> bool:

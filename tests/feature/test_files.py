@@ -174,6 +174,14 @@ def test_scans_of_hinted_files_equal_full_scans(tmp_path: Path) -> None:
             touched.append(other)
         elif action < 0.35:
             path.write_text("kind: [unclosed\n")
+        elif action < 0.4 and (root / "sub").exists():  # a directory moved away, then back
+            (root / "sub").rename(tmp_path / "sub-away")
+            touched = [root / "sub"]
+            source.hint([(None, str(p)) for p in touched])
+            source.scan()
+            full.scan()
+            assert [o.key for o in source.result().objects] == [o.key for o in full.result().objects], step
+            (tmp_path / "sub-away").rename(root / "sub")
         elif action < 0.45:  # a link whose content changes with events on its target only
             link = root / "sub" / "link.yaml"
             link.unlink(missing_ok=True)
