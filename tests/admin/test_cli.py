@@ -9,10 +9,8 @@ import signal
 import sys
 from pathlib import Path
 
-import aiohttp
-
 from egress_xds.serve import DEFAULT_MANIFESTS
-from tests.server.envoy_proc import cli, eventually, free_port
+from tests.server.envoy_proc import cli, free_port, serve_ready
 
 
 async def test_serve_admin_listen_explain_and_status(tmp_path: Path) -> None:
@@ -25,15 +23,7 @@ async def test_serve_admin_listen_explain_and_status(tmp_path: Path) -> None:
         stdout=log, stderr=log)
     log.close()
     try:
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as session:
-            async def ready() -> bool:
-                try:
-                    async with session.get(f"http://127.0.0.1:{debug_port}/readyz") as response:
-                        return response.status == 200
-                except aiohttp.ClientError:
-                    return False
-
-            await eventually(ready, timeout=20)
+        await serve_ready(f"http://127.0.0.1:{debug_port}")
         args = ["explain", "-n", "web", "--to", "203.0.113.130:80", "--host", "httpbin.example.com",
                 "--path", "/post", "--method", "POST"]
         offline, online = await asyncio.gather(cli(*args, "-f", str(DEFAULT_MANIFESTS)), cli(*args, "--server", admin))

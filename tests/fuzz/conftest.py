@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from tests.support.case_counts import write_case_counts
+
 from .counts import FUZZ_CASES
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    if not FUZZ_CASES:
-        return
-    terminalreporter.section("egress fuzz cases")
-    for test, counts in sorted(FUZZ_CASES.items()):
-        detail = ", ".join(f"{k}={v}" for k, v in sorted(counts.items()))
-        terminalreporter.write_line(f"{test}: {detail}")
+    write_case_counts(terminalreporter, "egress fuzz cases", FUZZ_CASES)

@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from tests.support.case_counts import write_case_counts
+
 from .profiles import CASE_COUNTS
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    if not CASE_COUNTS:
-        return
-    terminalreporter.section("egress property cases")
-    for test, counts in sorted(CASE_COUNTS.items()):
-        detail = ", ".join(f"{k}={v}" for k, v in sorted(counts.items()))
-        terminalreporter.write_line(f"{test}: {detail}")
+    write_case_counts(terminalreporter, "egress property cases", CASE_COUNTS)

@@ -19,7 +19,6 @@ import signal
 import sys
 from pathlib import Path
 
-import aiohttp
 import grpc
 import pytest
 
@@ -41,7 +40,7 @@ from tests.security.rotation import (
     two_cas,
 )
 from tests.security.test_mtls import first_response, refused
-from tests.server.envoy_proc import EGRESS, eventually, free_port
+from tests.server.envoy_proc import EGRESS, free_port, serve_ready
 
 TLS_LOGGER = "egress_xds.server.tls"
 
@@ -311,15 +310,7 @@ async def test_serve_process_reloads_rotated_files(tmp_path: Path) -> None:
             "--tls-key", str(mount.path("tls.key")), "--client-ca", str(mount.path("ca.crt")),
             stdout=log, stderr=log)
     try:
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as session:
-            async def ready() -> bool:
-                try:
-                    async with session.get(f"http://127.0.0.1:{debug_port}/readyz") as r:
-                        return r.status == 200
-                except aiohttp.ClientError:
-                    return False
-
-            await eventually(ready, timeout=20)
+        await serve_ready(f"http://127.0.0.1:{debug_port}")
         client = old.client("app", stem="probe")
         assert await probe(ads_port, old.ca_pem(), client) == serial(first)
         mount.update(tls_files(second, old.ca_pem() + new.ca_pem()))

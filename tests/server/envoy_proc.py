@@ -169,6 +169,19 @@ async def eventually(check: Any, timeout: float = 10.0, interval: float = 0.05) 
     raise AssertionError(f"condition not met within {timeout}s (last: {last!r})")
 
 
+async def serve_ready(debug_url: str, timeout: float = 20.0) -> None:
+    """Wait until a ``serve`` process answers ``/readyz`` on ``debug_url`` with 200."""
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as session:
+        async def ready() -> bool:
+            try:
+                async with session.get(debug_url + "/readyz") as r:
+                    return r.status == 200
+            except aiohttp.ClientError:
+                return False
+
+        await eventually(ready, timeout=timeout)
+
+
 # A small world the real-Envoy tests share: a Deny EgressNetwork for namespace `app`, and an
 # HTTPRoute (hostnames filled in by the test) that opens /docs on port 80.
 EGRESS = """\
