@@ -8,17 +8,17 @@ Pure functions: no I/O, no clock. Called by ``egress_xds.translate``.
 from egress_xds.resolve.explain import Verdict, explain
 from egress_xds.resolve.namespace import translate_namespace
 from egress_xds.resolve.routes import Attachments, attach_routes
-from egress_xds.resolve.status import invalid_objects, status_report
+from egress_xds.resolve.status import StatusReporter, invalid_objects
 from egress_xds.resolve.world import TranslatorOptions, World
 
 __all__ = [
     "Attachments",
+    "StatusReporter",
     "TranslatorOptions",
     "Verdict",
     "World",
     "attach_routes",
     "explain",
     "invalid_objects",
-    "status_report",
     "translate_namespace",
 ]

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from functools import cached_property
 from typing import Any
 
 from egress_xds import ir
@@ -73,12 +72,6 @@ class ParentStatus:
         return self.accepted.status == "True"
 
 
-@dataclass(frozen=True)
-class RouteStatus:
-    route: Route
-    parents: tuple[ParentStatus, ...]
-
-
 # What resolving a key's backends looked up: (table, key, the object found or None).
 Lookup = tuple[str, ENKey, object]
 
@@ -129,18 +122,6 @@ class Attachments:
     def accepted(self, key: ENKey) -> bool:
         cond = self.egress_status.get(key)
         return cond is not None and cond.status == "True"
-
-    @cached_property
-    def route_status(self) -> list[RouteStatus]:
-        """Every route with an EgressNetwork parent, in ``World.routes`` order, with its
-        parents' statuses in parentRef order."""
-        out: list[RouteStatus] = []
-        for route in self.routes:
-            slots = parent_slots(route)
-            if slots:
-                out.append(RouteStatus(route, tuple(self.parents[key].statuses[(id(route), port)]
-                                                    for key, port in slots)))
-        return out
 
 
 def parent_slots(route: Route) -> tuple[tuple[ENKey, int | None], ...]:

@@ -24,10 +24,6 @@ from egress_xds.resolve.routes import (
 from egress_xds.resolve.world import ENKey
 
 
-def status_report(attachments: Attachments, errors: Iterable[LoadError], controller_name: str) -> dict[str, Any]:
-    return StatusReporter(controller_name).report(attachments, errors)
-
-
 class StatusReporter:
     """Builds status reports, reusing the entry of every object whose status is the same
     object as in the previous report (a change re-renders only what it touched). Entries
