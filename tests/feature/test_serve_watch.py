@@ -141,9 +141,13 @@ async def test_a_burst_is_coalesced(server: Server, caplog: pytest.LogCaptureFix
             assert time.monotonic() < deadline, "the burst never fully arrived"
             response = await client.recv(timeout=3)
             await client.ack(response)
+            assert response.version_info != first_version
+            for _ in range(100):  # statuses are written just after the snapshots are pushed
+                if len(server.control_plane.status()["objects"]) == 31:
+                    break
+                await asyncio.sleep(0.02)
             final = server.cache.get_snapshot("app")
             assert final is not None
-            assert response.version_info != first_version
             if (len(server.control_plane.status()["objects"]) == 31
                     and response.version_info == final.type_version(LISTENER)):
                 break
