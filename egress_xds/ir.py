@@ -36,13 +36,21 @@ class Governor:
     namespace: str = ""
     name: str = ""
     allow: bool = True  # trafficPolicy; the fallback and the cluster always forward
+    # ``ns/name`` for an EgressNetwork, else ``fallback`` or ``cluster``. Computed once, with
+    # the hash: governors key most of the builders' memo tables, hundreds of thousands of
+    # lookups in a big world.
+    label: str = field(init=False, compare=False, repr=False)
+    _hash: int = field(init=False, compare=False, repr=False)
 
-    @property
-    def label(self) -> str:
-        """``ns/name`` for an EgressNetwork, else ``fallback`` or ``cluster``."""
-        if self.kind == "egress-network":
-            return f"{self.namespace}/{self.name}"
-        return self.kind
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "label", f"{self.namespace}/{self.name}" if self.kind == "egress-network" else self.kind)
+        object.__setattr__(self, "_hash", hash((self.kind, self.namespace, self.name, self.allow)))
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    def __reduce__(self) -> tuple[type[Governor], tuple[str, str, str, bool]]:
+        return Governor, (self.kind, self.namespace, self.name, self.allow)  # string hashes differ per process
 
     @property
     def default_route(self) -> str:

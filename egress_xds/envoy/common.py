@@ -25,6 +25,35 @@ def pack(message: Message) -> any_pb2.Any:
     )
 
 
+def type_url(message_type: type[Message]) -> str:
+    return f"type.googleapis.com/{message_type.DESCRIPTOR.full_name}"
+
+
+def _encode_varint(value: int) -> bytes:
+    out = bytearray()
+    while value > 0x7F:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+_SMALL_VARINTS = [_encode_varint(n) for n in range(1 << 14)]  # every length of a chain part
+
+
+def varint(value: int) -> bytes:
+    """Protobuf's base-128 varint (lengths and tags on the wire)."""
+    return _SMALL_VARINTS[value] if value < 16384 else _encode_varint(value)
+
+
+def field_bytes(number: int, payload: bytes) -> bytes:
+    """One length-delimited field (a message, string or bytes) as written on the wire: tag,
+    length, payload. A message's deterministic bytes are its fields' bytes in number order
+    (repeated fields in list order), which is what lets ``envoy.listener`` assemble chains
+    from cached parts; ``tests/unit/test_envoy_parts.py`` checks the result against upb."""
+    return varint(number << 3 | 2) + varint(len(payload)) + payload
+
+
 def stat_name(value: str) -> str:
     """Kubernetes names never contain ``_``, so ``.`` -> ``_`` keeps stat segments parseable."""
     return value.replace(".", "_")
@@ -50,33 +79,65 @@ def tcp_stat_prefix(governor: ir.Governor, port_label: str, route: ir.RouteRef |
     return f"egress.{governor_stat(governor)}.{port_label}.{label}"
 
 
-@functools.lru_cache(maxsize=65536)
-def access_log(namespace: str, egress_network: str, route: str | None, protocol: str) -> accesslog_pb2.AccessLog:
-    """One JSON line per connection (TCP) or request (HTTP) on stdout, naming the client
-    namespace, the EgressNetwork, the port and the route (spec §6). Memoized: the same few
-    messages recur in every chain; callers copy them and never mutate the cached one."""
-    fields: dict[str, str] = {
-        "time": "%START_TIME%",
-        "namespace": namespace,
-        "egress_network": egress_network,
-        "protocol": protocol,
-        "destination": "%DOWNSTREAM_LOCAL_ADDRESS%",
-        "port": "%DOWNSTREAM_LOCAL_PORT%",
-        "route": route if route is not None else "%ROUTE_NAME%",
-        "sni": "%REQUESTED_SERVER_NAME%",
-        "upstream": "%UPSTREAM_HOST%",
-        "flags": "%RESPONSE_FLAGS%",
-        "bytes_sent": "%BYTES_SENT%",
-        "bytes_received": "%BYTES_RECEIVED%",
-        "duration_ms": "%DURATION%",
-    }
+_ACCESS_LOG_FIELDS: dict[str, str] = {
+    "time": "%START_TIME%",
+    "namespace": "",
+    "egress_network": "",
+    "protocol": "",
+    "destination": "%DOWNSTREAM_LOCAL_ADDRESS%",
+    "port": "%DOWNSTREAM_LOCAL_PORT%",
+    "route": "%ROUTE_NAME%",
+    "sni": "%REQUESTED_SERVER_NAME%",
+    "upstream": "%UPSTREAM_HOST%",
+    "flags": "%RESPONSE_FLAGS%",
+    "bytes_sent": "%BYTES_SENT%",
+    "bytes_received": "%BYTES_RECEIVED%",
+    "duration_ms": "%DURATION%",
+}
+_HTTP_ACCESS_LOG_FIELDS: dict[str, str] = {
+    "host": "%REQ(:AUTHORITY)%",
+    "method": "%REQ(:METHOD)%",
+    "path": "%REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%",
+    "status": "%RESPONSE_CODE%",
+    "grpc_status": "%GRPC_STATUS_NUMBER%",
+}
+
+
+_LOGGER_URL = type_url(stream_pb2.StdoutAccessLog)
+_LOGGER_NAME = "envoy.access_loggers.stdout"
+
+
+def _json_field(key: str, value: str) -> bytes:
+    """One entry of a Struct's ``fields`` map (key = 1, value = 2) holding a string Value
+    (string_value = 3)."""
+    return field_bytes(1, field_bytes(1, key.encode()) + field_bytes(2, field_bytes(3, value.encode())))
+
+
+@functools.lru_cache(maxsize=4)
+def _access_log_fields(protocol: str) -> tuple[tuple[str, bytes | None], ...]:
+    """The JSON format's entries in key order (deterministic serialization sorts map keys),
+    as bytes; None marks the per-chain ones (namespace, egress_network, route)."""
+    fields = _ACCESS_LOG_FIELDS | {"protocol": protocol}
     if protocol == "http":
-        fields |= {
-            "host": "%REQ(:AUTHORITY)%",
-            "method": "%REQ(:METHOD)%",
-            "path": "%REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%",
-            "status": "%RESPONSE_CODE%",
-            "grpc_status": "%GRPC_STATUS_NUMBER%",
-        }
-    logger = stream_pb2.StdoutAccessLog(log_format={"json_format": fields})
-    return accesslog_pb2.AccessLog(name="envoy.access_loggers.stdout", typed_config=pack(logger))
+        fields |= _HTTP_ACCESS_LOG_FIELDS
+    per_chain = ("namespace", "egress_network", "route")
+    return tuple((key, None if key in per_chain else _json_field(key, fields[key])) for key in sorted(fields))
+
+
+@functools.lru_cache(maxsize=65536)
+def access_log_bytes(namespace: str, egress_network: str, route: str | None, protocol: str) -> bytes:
+    """One JSON line per connection (TCP) or request (HTTP) on stdout, naming the client
+    namespace, the EgressNetwork, the port and the route (spec §6): an ``AccessLog``'s bytes.
+    Assembled from cached entries (``field_bytes``): a namespace has a few dozen of these
+    and a big world tens of thousands, and filling a Struct message walks it in Python."""
+    values = {"namespace": namespace, "egress_network": egress_network,
+              "route": route if route is not None else "%ROUTE_NAME%"}
+    struct = b"".join(entry if entry is not None else _json_field(key, values[key])
+                      for key, entry in _access_log_fields(protocol))
+    logger = field_bytes(1, field_bytes(2, struct))  # StdoutAccessLog.log_format.json_format
+    return field_bytes(1, _LOGGER_NAME.encode()) + field_bytes(4, field_bytes(1, _LOGGER_URL.encode()) + field_bytes(2, logger))
+
+
+def access_log(namespace: str, egress_network: str, route: str | None, protocol: str) -> accesslog_pb2.AccessLog:
+    """``access_log_bytes`` as a message."""
+    return accesslog_pb2.AccessLog.FromString(access_log_bytes(namespace, egress_network, route, protocol))

@@ -102,12 +102,14 @@ def _key(net: IPNetwork) -> NetKey:
     return (net.version, net.prefixlen, int(net.network_address))
 
 
-def _ancestors(key: NetKey) -> Iterable[NetKey]:
-    """``key`` itself, then every shorter prefix containing it, longest first."""
+def _ancestors(key: NetKey, lengths: Sequence[int] | None = None) -> list[NetKey]:
+    """``key`` itself, then the shorter prefixes containing it, longest first: every one,
+    or only those of the given ``lengths`` (longest first; the lengths that occur among a
+    partition's boundaries, since no other ancestor can be in its index)."""
     version, prefixlen, address = key
     bits = _BITS[version]
-    for length in range(prefixlen, -1, -1):
-        yield (version, length, address >> (bits - length) << (bits - length))
+    wanted = range(prefixlen, -1, -1) if lengths is None else [n for n in lengths if n <= prefixlen]
+    return [(version, length, address >> (bits - length) << (bits - length)) for length in wanted]
 
 
 def egress_partition(candidates: Iterable[EgressNetwork], options: TranslatorOptions) -> tuple[Destination, ...]:
@@ -125,26 +127,30 @@ def egress_partition(candidates: Iterable[EgressNetwork], options: TranslatorOpt
             boundaries.add(cidr)
             boundaries.update(excepts)
             at.setdefault(_key(cidr), []).append((rank, entry_block(entry), excepts, governor))
-    cluster_networks = [_key(c) for c in options.cluster_networks]
+    cluster_networks = {_key(c) for c in options.cluster_networks}
+    lengths = {version: sorted({b.prefixlen for b in boundaries if b.version == version}, reverse=True)
+               for version in _BITS}
     kept: dict[NetKey, Governor] = {}
     out: list[Destination] = []
     # Shorter prefixes first, so a prefix's kept ancestors are known when it is reached.
     for prefix in sorted(boundaries, key=_sort_key):
         key = _key(prefix)
-        governor = _decide(prefix, key, at, cluster_networks)
-        parent = next((kept[a] for a in _ancestors(key) if a != key and a in kept), None)
+        ancestors = _ancestors(key, lengths[key[0]])
+        governor = _decide(prefix, ancestors, at, cluster_networks)
+        parent = next((kept[a] for a in ancestors[1:] if a in kept), None)
         if parent is None or parent != governor:
             kept[key] = governor
             out.append(Destination(prefix, governor))
     return tuple(sorted(out, key=lambda d: _sort_key(d.network)))
 
 
-def _decide(prefix: IPNetwork, key: NetKey,
+def _decide(prefix: IPNetwork, ancestors: Sequence[NetKey],
             at: dict[NetKey, list[tuple[tuple[object, ...], int, tuple[IPNetwork, ...], Governor]]],
-            cluster_networks: Sequence[NetKey]) -> Governor:
-    """``decide`` over the index: the governor of every address whose longest match is ``prefix``."""
+            cluster_networks: set[NetKey]) -> Governor:
+    """``decide`` over the index: the governor of every address whose longest match is
+    ``prefix``; ``ancestors``: its key and its ancestors' keys that may be in the index."""
     smallest: dict[Governor, tuple[int, tuple[object, ...]]] = {}
-    for ancestor in _ancestors(key):
+    for ancestor in ancestors:
         for rank, size, excepts, governor in at.get(ancestor, ()):
             if any(_contains(e, prefix) for e in excepts):
                 continue
@@ -154,6 +160,6 @@ def _decide(prefix: IPNetwork, key: NetKey,
     if smallest:
         # 3. smallest matched block, then oldest, then namespace, then name.
         return min(smallest, key=lambda g: smallest[g])
-    if any(c in set(_ancestors(key)) for c in cluster_networks):
+    if not cluster_networks.isdisjoint(ancestors):
         return CLUSTER
     return FALLBACK
