@@ -20,7 +20,7 @@ from typing import Any
 from google.protobuf.message import Message
 
 from egress_xds import ir
-from egress_xds.envoy import RouteConfigs, build_resources
+from egress_xds.envoy import SharedBuilds, build_resources
 from egress_xds.model.load import LoadError
 from egress_xds.model.objects import TopLevel
 from egress_xds.resolve import (
@@ -67,7 +67,7 @@ class Translator:
         self._inputs: dict[str, tuple[object, ...]] = {}
         self._egress: dict[str, ir.NamespaceEgress] = {}
         self._shared = SharedWork()  # for the current world
-        self._route_configs: RouteConfigs = {}  # for the current world
+        self._shared_builds = SharedBuilds()  # for the current world
         # namespace -> its last build, kept across loads
         self._built: dict[str, _Built] = {}
 
@@ -101,7 +101,7 @@ class Translator:
         self._inputs = {}
         self._egress = {}
         self._shared = SharedWork()
-        self._route_configs = {}
+        self._shared_builds = SharedBuilds()
 
     def namespace_inputs(self, namespace: str) -> tuple[object, ...]:
         """Everything a namespace's IR depends on: its candidate EgressNetworks and, per
@@ -179,7 +179,7 @@ class Translator:
         if previous is not None and previous.egress == egress:
             built = previous.resources  # other inputs, same IR (e.g. a route edit that changed nothing)
         else:
-            built = build_resources(egress, self._route_configs)
+            built = build_resources(egress, self._shared_builds)
         self._built[namespace] = _Built(self._sources(namespace), self.namespace_inputs(namespace), egress, built)
         return built
 

@@ -11,22 +11,32 @@ from __future__ import annotations
 from google.protobuf.message import Message
 
 from egress_xds import ir
+from egress_xds.envoy import common as _common
+from egress_xds.envoy import listener as _listener
 from egress_xds.envoy.cluster import build_clusters
-from egress_xds.envoy.listener import build_listener
+from egress_xds.envoy.listener import ChainTemplates, build_listener
 from egress_xds.envoy.route import build_route_config, route_config_name
 from egress_xds.resources import CLUSTER, LISTENER, ROUTE
 
-# id(policy) -> (policy, its route configuration). Namespaces that share a policy object
-# (``resolve.namespace.SharedWork``: every namespace on the global view) share the message.
-# The entry holds the policy, so its id is not reused while the entry lives.
-RouteConfigs = dict[int, tuple[ir.PortPolicy, Message]]
+
+class SharedBuilds:
+    """What the namespaces of one world share, keyed by the identity of their IR policies
+    (``resolve.namespace.SharedWork`` gives every namespace on the same EgressNetwork, port
+    and routes the same policy object): route configurations and listener chain templates.
+    Each entry holds its policy, so the id is not reused while the entry lives. The caller
+    keeps one per world."""
+
+    def __init__(self) -> None:
+        self.route_configs: dict[int, tuple[ir.PortPolicy, Message]] = {}
+        self.chains: ChainTemplates = {}
 
 
-def build_resources(egress: ir.NamespaceEgress, shared: RouteConfigs | None = None) -> dict[str, dict[str, Message]]:
+def build_resources(egress: ir.NamespaceEgress, shared: SharedBuilds | None = None) -> dict[str, dict[str, Message]]:
     """The namespace's resources; ``shared`` (one per world, from the caller) lets
-    namespaces with the same policy objects share route configurations."""
-    listener = build_listener(egress)
-    memo: RouteConfigs = {} if shared is None else shared
+    namespaces with the same policy objects share their parts."""
+    shared = shared or SharedBuilds()
+    listener = build_listener(egress, shared.chains)
+    memo = shared.route_configs
     routes: dict[str, Message] = {}
     for policy in egress.policies:
         if policy.protocol in ("http", "grpc"):
@@ -44,4 +54,15 @@ def build_resources(egress: ir.NamespaceEgress, shared: RouteConfigs | None = No
     }
 
 
-__all__ = ["RouteConfigs", "build_resources"]
+def forget_memoized() -> None:
+    """Drop what the builders memoized (chains, filters, access logs, matches), so the next
+    build starts cold, as at start-up. For benchmarks; ``serve`` never needs it (the memos
+    are bounded and keyed by content)."""
+    for module in (_common, _listener):
+        for value in vars(module).values():
+            if hasattr(value, "cache_clear"):
+                value.cache_clear()
+    _listener.forget_matches()
+
+
+__all__ = ["SharedBuilds", "build_resources", "forget_memoized"]

@@ -113,15 +113,28 @@ def _json_field(key: str, value: str) -> bytes:
     return field_bytes(1, field_bytes(1, key.encode()) + field_bytes(2, field_bytes(3, value.encode())))
 
 
+_PER_CHAIN = ("egress_network", "namespace", "route")  # in key order
+
+
 @functools.lru_cache(maxsize=4)
-def _access_log_fields(protocol: str) -> tuple[tuple[str, bytes | None], ...]:
-    """The JSON format's entries in key order (deterministic serialization sorts map keys),
-    as bytes; None marks the per-chain ones (namespace, egress_network, route)."""
+def _access_log_fields(protocol: str) -> tuple[bytes, ...]:
+    """The JSON format's map entries in key order (deterministic serialization sorts map
+    keys) as bytes: the constant runs between the per-chain entries (``_PER_CHAIN``)."""
     fields = _ACCESS_LOG_FIELDS | {"protocol": protocol}
     if protocol == "http":
         fields |= _HTTP_ACCESS_LOG_FIELDS
-    per_chain = ("namespace", "egress_network", "route")
-    return tuple((key, None if key in per_chain else _json_field(key, fields[key])) for key in sorted(fields))
+    runs: list[bytes] = [b""]
+    for key in sorted(fields):
+        if key in _PER_CHAIN:
+            runs.append(b"")
+        else:
+            runs[-1] += _json_field(key, fields[key])
+    assert len(runs) == len(_PER_CHAIN) + 1
+    return tuple(runs)
+
+
+_LOGGER_PREFIX = field_bytes(1, _LOGGER_NAME.encode()) + varint(4 << 3 | 2)  # AccessLog: name, then typed_config
+_LOGGER_URL_FIELD = field_bytes(1, _LOGGER_URL.encode())
 
 
 @functools.lru_cache(maxsize=65536)
@@ -130,12 +143,12 @@ def access_log_bytes(namespace: str, egress_network: str, route: str | None, pro
     namespace, the EgressNetwork, the port and the route (spec §6): an ``AccessLog``'s bytes.
     Assembled from cached entries (``field_bytes``): a namespace has a few dozen of these
     and a big world tens of thousands, and filling a Struct message walks it in Python."""
-    values = {"namespace": namespace, "egress_network": egress_network,
-              "route": route if route is not None else "%ROUTE_NAME%"}
-    struct = b"".join(entry if entry is not None else _json_field(key, values[key])
-                      for key, entry in _access_log_fields(protocol))
+    a, b, c, d = _access_log_fields(protocol)
+    struct = b"".join((a, _json_field("egress_network", egress_network), b, _json_field("namespace", namespace), c,
+                       _json_field("route", route if route is not None else "%ROUTE_NAME%"), d))
     logger = field_bytes(1, field_bytes(2, struct))  # StdoutAccessLog.log_format.json_format
-    return field_bytes(1, _LOGGER_NAME.encode()) + field_bytes(4, field_bytes(1, _LOGGER_URL.encode()) + field_bytes(2, logger))
+    typed_config = _LOGGER_URL_FIELD + field_bytes(2, logger)
+    return _LOGGER_PREFIX + varint(len(typed_config)) + typed_config
 
 
 def access_log(namespace: str, egress_network: str, route: str | None, protocol: str) -> accesslog_pb2.AccessLog:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Iterable, Sequence
+from typing import NamedTuple
 
 from envoy.config.core.v3 import address_pb2, base_pb2, config_source_pb2
 from envoy.config.listener.v3 import listener_components_pb2 as lc
@@ -85,6 +86,12 @@ _CHAIN_FILTERS_TAG = varint(_CHAIN_FILTERS << 3 | 2)
 _FILTER_CONFIG_TAG = varint(_FILTER_CONFIG << 3 | 2)
 _ANY_VALUE_TAG = varint(2 << 3 | 2)
 _LISTENER_CHAINS_TAG = varint(_LISTENER_CHAINS << 3 | 2)
+# kind -> (the network filter's name field, its typed_config's type_url field)
+_FILTERS = {
+    "tcp": (field_bytes(_FILTER_NAME, b"envoy.filters.network.tcp_proxy"), field_bytes(1, _TCP_PROXY_URL.encode())),
+    "http": (field_bytes(_FILTER_NAME, b"envoy.filters.network.http_connection_manager"),
+             field_bytes(1, _HCM_URL.encode())),
+}
 
 
 @functools.lru_cache(maxsize=65536)
@@ -105,55 +112,8 @@ def _tcp_proxy_parts(stat_prefix: str, backends: tuple[ir.Backend, ...]) -> tupl
     return head.SerializeToString(deterministic=True), tail.SerializeToString(deterministic=True)
 
 
-@functools.lru_cache(maxsize=65536)
-def _tcp_access_log(namespace: str, egress_network: str, route: str) -> bytes:
-    """The access_log field of a TCP proxy, serialized: the one namespace-specific part."""
-    return field_bytes(_TCP_ACCESS_LOG, access_log_bytes(namespace, egress_network, route, "tcp"))
-
-
-@functools.lru_cache(maxsize=16)
-def _filter_parts(name: str, url: str) -> tuple[bytes, bytes]:
-    return field_bytes(_FILTER_NAME, name.encode()), field_bytes(1, url.encode())
-
-
-def _chain_filter(name: str, url: str, value: bytes) -> bytes:
-    """A chain's ``filters`` field holding one network filter (name, typed_config: an Any
-    of type ``url`` holding ``value``), as bytes."""
-    name_field, url_field = _filter_parts(name, url)
-    config = url_field + _ANY_VALUE_TAG + varint(len(value)) + value
-    network_filter = name_field + _FILTER_CONFIG_TAG + varint(len(config)) + config
-    return _CHAIN_FILTERS_TAG + varint(len(network_filter)) + network_filter
-
-
-def _tcp_proxy(parts: tuple[bytes, bytes], access: bytes) -> bytes:
-    head, tail = parts
-    return _chain_filter("envoy.filters.network.tcp_proxy", _TCP_PROXY_URL, head + access + tail)
-
-
 def _default_backends(governor: ir.Governor) -> tuple[ir.Backend, ...]:
     return (ir.Backend("passthrough"),) if governor.allow else (ir.Backend("invalid"),)
-
-
-# The network filters below are memoized on small hashable keys: a world has few distinct
-# (namespace, governor, port, route) combinations but repeats them in many chains and
-# rebuilds. Callers copy the returned messages into their chains and never mutate them.
-
-
-@functools.lru_cache(maxsize=65536)
-def _default_filter(namespace: str, governor: ir.Governor, port_label: str) -> bytes:
-    return _tcp_proxy(
-        _tcp_proxy_parts(tcp_stat_prefix(governor, port_label, None), _default_backends(governor)),
-        _tcp_access_log(namespace, governor.label, governor.default_route),
-    )
-
-
-@functools.lru_cache(maxsize=65536)
-def _route_filter(namespace: str, governor: ir.Governor, port_label: str, route: ir.RouteRef,
-                  backends: tuple[ir.Backend, ...]) -> bytes:
-    return _tcp_proxy(
-        _tcp_proxy_parts(tcp_stat_prefix(governor, port_label, route), backends),
-        _tcp_access_log(namespace, governor.label, route.label),
-    )
 
 
 @functools.cache
@@ -191,25 +151,16 @@ def _connection_manager_head(governor: ir.Governor, port_label: str, route_confi
     return head.SerializeToString(deterministic=True) + _connection_manager_constants()[0]
 
 
-@functools.lru_cache(maxsize=65536)
-def _http_access_log(namespace: str, egress_network: str) -> bytes:
-    """The access_log field of a connection manager, serialized."""
-    return field_bytes(_HCM_ACCESS_LOG, access_log_bytes(namespace, egress_network, None, "http"))
-
-
-@functools.lru_cache(maxsize=65536)
-def _connection_manager(namespace: str, governor: ir.Governor, port_label: str, route_config: str) -> bytes:
-    return _chain_filter("envoy.filters.network.http_connection_manager", _HCM_URL,
-                         _connection_manager_head(governor, port_label, route_config)
-                         + _http_access_log(namespace, governor.label) + _connection_manager_constants()[1])
-
-
 # (prefixes key, port, transport, application protocols, server names) -> chain match,
 # shared by every namespace whose governor has the same prefixes (all namespaces on the
 # global view). The key names the prefixes as text: hashing and comparing ipaddress objects
 # on every lookup cost more than the rest of the listener. Callers copy the messages.
 _MATCHES: dict[tuple[object, ...], bytes] = {}
 _MATCHES_MAX = 65_536
+
+
+def forget_matches() -> None:
+    _MATCHES.clear()
 
 
 def prefixes_key(prefixes: Sequence[ir.IPNetwork]) -> str:
@@ -233,43 +184,89 @@ def _match(prefixes: Sequence[ir.IPNetwork], key: str, port: int | None, transpo
     return found
 
 
-def policy_chains(
-    namespace: str, policy: ir.PortPolicy, prefixes: Sequence[ir.IPNetwork], key: str | None = None,
-) -> list[tuple[str, bytes, bytes]]:
-    """(variant, match field, filters field) for one governor on one port, the fields as
-    bytes; ``key`` is ``prefixes_key(prefixes)`` when the caller has it."""
+class ChainTemplate(NamedTuple):
+    """One filter chain of a policy with its network filter's access log left out: the only
+    part that names the client namespace. Namespaces with the same policy (every namespace
+    on the same EgressNetwork, port and routes) share the template; ``build_listener`` fills
+    in the access log. Fields are serialized parts (``field_bytes``)."""
+
+    name: bytes  # the chain's name field
+    match: bytes  # its filter_chain_match field
+    kind: str  # "tcp" (tcp_proxy) or "http" (http_connection_manager)
+    head: bytes  # the filter's config before its access_log field
+    tail: bytes  # ... and after it
+    egress_network: str  # what the access log names
+    route: str | None  # the TCP access log's route (the connection manager logs %ROUTE_NAME%)
+
+
+def policy_templates(policy: ir.PortPolicy, prefixes: Sequence[ir.IPNetwork], key: str) -> tuple[ChainTemplate, ...]:
+    """The chains of one governor on one port; ``key`` is ``prefixes_key(prefixes)``."""
     port = policy.port
-    prefix_key = prefixes_key(prefixes) if key is None else key
+    governor, port_label = policy.governor, policy.port_label
+    label = governor.label
+
+    def chain(variant: str, match: bytes, parts: tuple[bytes, bytes], route: str | None, kind: str = "tcp"
+              ) -> ChainTemplate:
+        return ChainTemplate(_chain_name(port_label, label, variant), match, kind, *parts, label, route)
 
     def match(transport: str = "", application_protocols: tuple[str, ...] = (),
               server_names: tuple[str, ...] = ()) -> bytes:
-        return _match(prefixes, prefix_key, port, transport, application_protocols, server_names)
+        return _match(prefixes, key, port, transport, application_protocols, server_names)
 
-    governor, port_label = policy.governor, policy.port_label
-    default = _default_filter(namespace, governor, port_label)
+    def route_parts(route: ir.RouteRef, backends: tuple[ir.Backend, ...]) -> tuple[bytes, bytes]:
+        return _tcp_proxy_parts(tcp_stat_prefix(governor, port_label, route), backends)
+
+    default_parts = _tcp_proxy_parts(tcp_stat_prefix(governor, port_label, None), _default_backends(governor))
+    default = governor.default_route
     if policy.protocol == "opaque":
-        return [("default", match(), default)]
+        return (chain("default", match(), default_parts, default),)
     if policy.protocol == "tcp":
         assert policy.tcp_route is not None
         tcp = policy.tcp_route
-        return [("tcp", match(), _route_filter(namespace, governor, port_label, tcp.route, tcp.backends))]
+        return (chain("tcp", match(), route_parts(tcp.route, tcp.backends), tcp.route.label),)
     if policy.protocol in ("http", "grpc"):
-        return [
-            ("http", match("raw_buffer", HTTP_PROTOCOLS),
-             _connection_manager(namespace, governor, port_label, route_config_name(policy))),
-            ("raw", match("raw_buffer"), default),
-            ("default", match(), default),
-        ]
-    chains: list[tuple[str, bytes, bytes]] = []
+        manager = (_connection_manager_head(governor, port_label, route_config_name(policy)),
+                   _connection_manager_constants()[1])
+        return (
+            chain("http", match("raw_buffer", HTTP_PROTOCOLS), manager, None, "http"),
+            chain("raw", match("raw_buffer"), default_parts, default),
+            chain("default", match(), default_parts, default),
+        )
+    chains: list[ChainTemplate] = []
     for tls in policy.tls_routes:
+        parts = route_parts(tls.route, tls.backends)
         if tls.server_names:
-            chains.append((f"sni:{tls.route.namespace}/{tls.route.name}", match(server_names=tuple(tls.server_names)),
-                           _route_filter(namespace, governor, port_label, tls.route, tls.backends)))
+            chains.append(chain(f"sni:{tls.route.namespace}/{tls.route.name}",
+                                match(server_names=tuple(tls.server_names)), parts, tls.route.label))
         else:
-            chains.append(("tls", match("tls"),
-                           _route_filter(namespace, governor, port_label, tls.route, tls.backends)))
-    chains.append(("default", match(), default))
-    return chains
+            chains.append(chain("tls", match("tls"), parts, tls.route.label))
+    chains.append(chain("default", match(), default_parts, default))
+    return tuple(chains)
+
+
+# id(policy) and its prefixes key -> (policy, its chain templates), for one world (kept by
+# the caller): the entry holds the policy, so its id is not reused while the entry lives.
+ChainTemplates = dict[tuple[int, str], tuple[ir.PortPolicy, tuple[ChainTemplate, ...]]]
+
+
+@functools.lru_cache(maxsize=65536)
+def _access_log_field(kind: str, namespace: str, egress_network: str, route: str | None) -> bytes:
+    """The filter's access_log field, serialized: a TCP proxy's or a connection manager's."""
+    if kind == "tcp":
+        return field_bytes(_TCP_ACCESS_LOG, access_log_bytes(namespace, egress_network, route, "tcp"))
+    return field_bytes(_HCM_ACCESS_LOG, access_log_bytes(namespace, egress_network, None, "http"))
+
+
+def _chains_bytes(namespace: str, templates: Sequence[ChainTemplate], out: list[bytes]) -> None:
+    """Appends the listener's ``filter_chains`` fields for ``templates`` to ``out``, the
+    namespace's access logs filled in (one join at the end: matches can be long)."""
+    for name, match, kind, head, tail, egress_network, route in templates:
+        value = head + _access_log_field(kind, namespace, egress_network, route) + tail
+        filter_name, url = _FILTERS[kind]
+        config = url + _ANY_VALUE_TAG + varint(len(value)) + value
+        network_filter = filter_name + _FILTER_CONFIG_TAG + varint(len(config)) + config
+        filters = _CHAIN_FILTERS_TAG + varint(len(network_filter)) + network_filter
+        out += (_LISTENER_CHAINS_TAG, varint(len(match) + len(filters) + len(name)), match, filters, name)
 
 
 def _port_ranges(ports: Iterable[int]) -> list[tuple[int, int]]:
@@ -307,7 +304,9 @@ def _chain_name(port_label: str, governor_label: str, variant: str) -> bytes:
     return field_bytes(_CHAIN_NAME, f"{port_label}|{governor_label}|{variant}".encode())
 
 
-def build_listener(egress: ir.NamespaceEgress) -> listener_pb2.Listener:
+def build_listener(egress: ir.NamespaceEgress, templates: ChainTemplates | None = None) -> listener_pb2.Listener:
+    """``templates``: the world's shared chain templates (filled in here)."""
+    memo: ChainTemplates = {} if templates is None else templates
     chains: list[bytes] = []
     networks: dict[ir.Governor, list[ir.IPNetwork]] = {}
     for dest in egress.destinations:
@@ -318,10 +317,10 @@ def build_listener(egress: ir.NamespaceEgress) -> listener_pb2.Listener:
         for governor in governors:
             policy = egress.policy(governor, port)
             prefixes, key = by_governor[governor]
-            port_label = policy.port_label
-            for variant, match, network_filter in policy_chains(egress.namespace, policy, prefixes, key):
-                chain = match + network_filter + _chain_name(port_label, governor.label, variant)
-                chains.append(_LISTENER_CHAINS_TAG + varint(len(chain)) + chain)
+            found = memo.get((id(policy), key))
+            if found is None:
+                found = memo[(id(policy), key)] = (policy, policy_templates(policy, prefixes, key))
+            _chains_bytes(egress.namespace, found[1], chains)
     listener = listener_pb2.Listener.FromString(b"".join(chains))
     listener.filter_chains.append(
         _sink_chain("loop-guard", "egress.loop-guard", egress.namespace, egress.listener_port))
