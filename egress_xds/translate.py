@@ -4,7 +4,7 @@ In: validated objects (``load``), then questions: ``resources(ns)``, ``explain(.
 ``status_report(errors)``. Out: Envoy resources, verdicts, statuses.
 Incremental: ``load`` diffs the objects against the previous load by identity and patches
 the world (``World.updated``); route attachment is redone only for the EgressNetworks the
-change touches; ``changed`` finds the namespaces whose inputs are not the same objects as at
+change touches; ``changed`` finds, among the namespaces the change can reach, those whose inputs are not the same objects as at
 their last build; only those get a new IR, and new Envoy resources only when the IR differs.
 So a change confined to one namespace costs about the same in a world of 10 or of 1,000
 namespaces. Pure apart from memoization: no I/O, no clock.
@@ -22,7 +22,7 @@ from google.protobuf.message import Message
 from egress_xds import ir
 from egress_xds.envoy import SharedBuilds, build_resources
 from egress_xds.model.load import LoadError
-from egress_xds.model.objects import TopLevel
+from egress_xds.model.objects import EgressNetwork, TopLevel
 from egress_xds.resolve import (
     Attachments,
     TranslatorOptions,
@@ -70,6 +70,9 @@ class Translator:
         self._shared_builds = SharedBuilds()  # for the current world
         # namespace -> its last build, kept across loads
         self._built: dict[str, _Built] = {}
+        # Built namespaces whose build may not match the current world (None: any may not).
+        # Loads add the namespaces their change can reach; a build takes its namespace out.
+        self._dirty: set[str] | None = set()
 
     def load(self, objects: Iterable[TopLevel]) -> None:
         """Replace the world. Cheap: namespaces are translated lazily, and only when their
@@ -91,6 +94,8 @@ class Translator:
             except IncrementalUpdateUnsupported:
                 world = None
         self._world = world if world is not None else World.build(listed, self.options)
+        reach = self._reach([*added, *removed]) if world is not None else None
+        self._dirty = None if reach is None or self._dirty is None else self._dirty | reach
         touched = None
         routes = [o for o in (*added, *removed) if is_route(o)]
         if world is not None and len(routes) == len(added) + len(removed):
@@ -102,6 +107,29 @@ class Translator:
         self._egress = {}
         self._shared = SharedWork()
         self._shared_builds = SharedBuilds()
+
+    def _reach(self, changed: Iterable[TopLevel]) -> set[str] | None:
+        """The namespaces whose inputs a change to ``changed`` (objects added and removed)
+        can reach, or None when it may reach any. An EgressNetwork outside the global
+        namespace governs clients of its own namespace only (``World.candidates``). A route
+        on parent P is seen by namespace N only when P is one of N's candidates (N's own or
+        a global one) and the route lives in P's namespace or in N (``translate_namespace``),
+        so a route outside the global namespace is seen by its own namespace only; it
+        competes only with routes of that namespace (``routes._conflict_slot``).
+        EgressNetworks and routes of the global namespace, and Services (any route may name
+        them), reach any namespace. ``tests/property/test_incremental_matches_fresh.py``
+        changes one object of each kind at a time and checks every namespace."""
+        global_namespace = self.options.global_namespace
+        reach: set[str] = set()
+        for obj in changed:
+            namespace = obj.metadata.namespace
+            if isinstance(obj, EgressNetwork) and namespace != global_namespace:
+                reach.add(namespace)
+            elif is_route(obj) and namespace != global_namespace:
+                reach.add(namespace)
+            else:
+                return None
+        return reach
 
     def namespace_inputs(self, namespace: str) -> tuple[object, ...]:
         """Everything a namespace's IR depends on: its candidate EgressNetworks and, per
@@ -147,8 +175,17 @@ class Translator:
 
     def changed(self, namespaces: Iterable[str]) -> list[str]:
         """The namespaces among ``namespaces`` whose resources differ from their last build
-        (or that were never built)."""
-        return [namespace for namespace in namespaces if not self._unchanged(namespace, self._built.get(namespace))]
+        (or that were never built). Only namespaces the loads since their build could reach
+        are looked at (``_reach``): a one-namespace change costs the same in any world."""
+        listed = list(namespaces)
+        dirty = self._dirty
+        if dirty is None:
+            found = [ns for ns in listed if not self._unchanged(ns, self._built.get(ns))]
+            looked = set(listed)
+            self._dirty = {ns for ns in self._built if ns not in looked} | set(found)
+            return found
+        return [ns for ns in listed
+                if (ns in dirty or ns not in self._built) and not self._unchanged(ns, self._built.get(ns))]
 
     @property
     def world(self) -> World:
@@ -174,6 +211,8 @@ class Translator:
         inputs did not change (callers may rely on identity to skip re-serializing)."""
         previous = self._built.get(namespace)
         if previous is not None and self._unchanged(namespace, previous):
+            if self._dirty is not None:
+                self._dirty.discard(namespace)
             return previous.resources
         egress = self.egress(namespace)
         if previous is not None and previous.egress == egress:
@@ -181,6 +220,8 @@ class Translator:
         else:
             built = build_resources(egress, self._shared_builds)
         self._built[namespace] = _Built(self._sources(namespace), self.namespace_inputs(namespace), egress, built)
+        if self._dirty is not None:
+            self._dirty.discard(namespace)
         return built
 
     def forget(self, namespace: str) -> None:

@@ -9,7 +9,8 @@ namespace's Envoy resources, explain's input (the IR) and the status report.
 
 Edits keep unchanged objects as the same Python objects (as the file and Kubernetes sources
 do) and mix removals, additions and replacements (an object of the same key, new content)
-drawn from a second random world. Called by pytest; case counts print in the summary.
+drawn from a second random world; a third of them change one object only, of any kind
+(what ``Translator._reach`` decides on: a namespace it leaves out is never looked at). Called by pytest; case counts print in the summary.
 """
 
 from __future__ import annotations
@@ -50,6 +51,22 @@ def edit_sequences(draw: st.DrawFn) -> tuple[list[Any], list[list[Any]]]:
     current = first
     for _ in range(draw(st.integers(1, 4))):
         pool = _unique(load_objects(draw(worlds())))
+        if draw(st.integers(0, 2)) == 0:  # one object removed, replaced or added (``Translator._reach``)
+            keys = {_key(o): i for i, o in enumerate(current)}
+            replacements = [o for o in pool if _key(o) in keys]
+            additions = [o for o in pool if _key(o) not in keys]
+            how = draw(st.sampled_from(["remove", "replace", "add"]))
+            changed = list(current)
+            if how == "replace" and replacements:
+                new = draw(st.sampled_from(replacements))
+                changed[keys[_key(new)]] = new
+            elif how == "add" and additions:
+                changed.append(draw(st.sampled_from(additions)))
+            elif changed:
+                del changed[draw(st.integers(0, len(changed) - 1))]
+            current = changed
+            steps.append(current)
+            continue
         if draw(st.booleans()):  # a change of routes only (the translator's fastest path)
             pool = [o for o in pool if o.kind.endswith("Route")]
             kept = [o for o in current if not o.kind.endswith("Route") or draw(st.integers(0, 4))]
@@ -92,6 +109,7 @@ def test_incremental_translation_matches_a_fresh_one(case: tuple[list[Any], list
             o for o in long_lived._objects.values() if id(o) not in {id(x) for x in objects}]
         counts["edits of routes only"] += bool(changed_objects) and all(
             o.kind.endswith("Route") for o in changed_objects)
+        counts["edits of one object"] += len({_key(o) for o in changed_objects}) == 1
         previous = {id(o) for o in objects}
         long_lived.load(objects)
         fresh = Translator(TranslatorOptions())
