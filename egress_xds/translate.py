@@ -4,8 +4,9 @@ In: validated objects (``load``), then questions: ``resources(ns)``, ``explain(.
 ``status_report(errors)``. Out: Envoy resources, verdicts, statuses.
 Incremental: ``load`` diffs the objects against the previous load by identity and patches
 the world (``World.updated``); route attachment is redone only for the EgressNetworks the
-change touches; ``changed`` finds, among the namespaces the change can reach, those whose inputs are not the same objects as at
-their last build; only those get a new IR, and new Envoy resources only when the IR differs.
+change touches; ``changed`` finds, among the namespaces the change can reach, those whose
+inputs are not the same objects as at their last build; only those get a new IR, and new
+Envoy resources only when the IR differs.
 So a change confined to one namespace costs about the same in a world of 10 or of 1,000
 namespaces. Pure apart from memoization: no I/O, no clock.
 Called by the CLI commands and by ``serve`` wiring.
