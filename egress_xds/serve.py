@@ -195,7 +195,10 @@ class ControlPlane:
             self._built.pop(namespace, None)
             self.metrics.config_bytes.remove(namespace)
         installed_at = time.perf_counter()
-        # Statuses after the snapshots: sidecars do not wait for them.
+        # Statuses after the snapshots: sidecars do not wait for them. One turn of the loop
+        # first: the streams just woken hand their responses to gRPC before the statuses
+        # (a walk over every object, tens of ms in a big world) take the interpreter.
+        await asyncio.sleep(0)
         self._report = await asyncio.to_thread(self.translator.status_report, load_errors)
         elapsed = time.perf_counter() - started
         self.metrics.translation_seconds.observe(elapsed)
@@ -235,7 +238,7 @@ class ControlPlane:
         if not changed and self.loaded:
             return False, []
         result = self.source.result()
-        self.translator.load(result.objects)
+        self.translator.load(result.objects, self.source.last_changes())
         return True, result.errors
 
     def _build(self, namespace: str) -> Snapshot | None:

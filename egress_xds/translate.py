@@ -14,7 +14,7 @@ Called by the CLI commands and by ``serve`` wiring.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -75,17 +75,29 @@ class Translator:
         # Loads add the namespaces their change can reach; a build takes its namespace out.
         self._dirty: set[str] | None = set()
 
-    def load(self, objects: Iterable[TopLevel]) -> None:
+    def load(self, objects: Iterable[TopLevel],
+             changes: tuple[Sequence[TopLevel], Sequence[TopLevel]] | None = None) -> None:
         """Replace the world. Cheap: namespaces are translated lazily, and only when their
         inputs (``namespace_inputs``) differ from those of their last build.
 
         Sources keep unchanged objects (the same Python objects) across reloads, so the new
         world is the previous one patched with the objects added and removed, and route
-        attachment is redone only for the EgressNetworks those touch."""
+        attachment is redone only for the EgressNetworks those touch. ``changes``: (added,
+        removed) relative to the previous ``objects``, when the caller knows them (a source's
+        ``last_changes``); otherwise every object is diffed by identity. Claimed changes
+        that do not fit the previous objects are ignored and the objects diffed."""
         listed = list(objects)
-        current = {id(obj): obj for obj in listed}
-        added = [obj for i, obj in current.items() if i not in self._objects]
-        removed = [obj for i, obj in self._objects.items() if i not in current]
+        delta = self._claimed(changes, len(listed)) if changes is not None else None
+        if delta is not None:
+            added, removed = delta
+            current = dict(self._objects)
+            for obj in removed:
+                del current[id(obj)]
+            current.update((id(obj), obj) for obj in added)
+        else:
+            current = {id(obj): obj for obj in listed}
+            added = [obj for i, obj in current.items() if i not in self._objects]
+            removed = [obj for i, obj in self._objects.items() if i not in current]
         if not added and not removed:
             return
         world = None
@@ -108,6 +120,20 @@ class Translator:
         self._egress = {}
         self._shared = SharedWork()
         self._shared_builds = SharedBuilds()
+
+    def _claimed(self, changes: tuple[Sequence[TopLevel], Sequence[TopLevel]], count: int
+                 ) -> tuple[list[TopLevel], list[TopLevel]] | None:
+        """``changes`` when they fit the previous objects: every removed object is one of
+        them, no added one is, and the counts add up to ``count``."""
+        added, removed = list(changes[0]), list(changes[1])
+        previous = self._objects
+        if len(previous) - len(removed) + len(added) != count:
+            return None
+        if any(id(obj) not in previous for obj in removed) or any(id(obj) in previous for obj in added):
+            return None
+        if len({id(obj) for obj in added}) != len(added) or len({id(obj) for obj in removed}) != len(removed):
+            return None
+        return added, removed
 
     def _reach(self, changed: Iterable[TopLevel]) -> set[str] | None:
         """The namespaces whose inputs a change to ``changed`` (objects added and removed)

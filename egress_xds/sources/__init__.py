@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 from egress_xds.model.load import LoadResult
+from egress_xds.model.objects import TopLevel
 
 
 class Source(Protocol):
@@ -21,6 +22,11 @@ class Source(Protocol):
         ...
 
     def result(self) -> LoadResult: ...
+
+    def last_changes(self) -> tuple[list[TopLevel], list[TopLevel]] | None:
+        """(added, removed) by the last ``result()`` relative to the one before, by identity,
+        or None when not known exactly (``Translator.load`` then diffs every object)."""
+        ...
 
     async def watch(self, on_change: Callable[[], Awaitable[object]], stop: asyncio.Event) -> None:
         """Await ``on_change`` after each batch of changes until ``stop`` is set."""

@@ -39,7 +39,7 @@ from egress_xds.model.load import (
     read_regular_file,
     unreadable,
 )
-from egress_xds.model.objects import ObjectKey
+from egress_xds.model.objects import ObjectKey, TopLevel
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +65,21 @@ class FileState:
     content: str | None
     parsed: LoadResult  # what the file says now
     effective: LoadResult  # what is in force (previous objects kept where the file fails)
+
+
+def reuse_unchanged(new: LoadResult, previous: LoadResult | None) -> LoadResult:
+    """``new`` with every object equal to the previous object of its key replaced by that
+    previous object. An edit to one object of a file then hands the translator just that
+    object as changed (it diffs by identity), so its cheapest paths apply: a route edit
+    re-attaches one EgressNetwork instead of every one in the world."""
+    if previous is None or not previous.objects:
+        return new
+    before = {o.key: o for o in previous.objects}
+    objects = []
+    for obj in new.objects:
+        old = before.get(obj.key)
+        objects.append(old if old is not None and old == obj else obj)
+    return LoadResult(objects=objects, errors=new.errors, notices=new.notices)
 
 
 def keep_previous(new: LoadResult, previous: LoadResult | None, file: str) -> LoadResult:
@@ -107,6 +122,10 @@ class FileSource:
     _links: set[str] = field(default_factory=set, repr=False)  # listed files that are symlinks
     _hints_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _scanned: bool = field(default=False, repr=False)
+    # What the last ``result`` added and removed relative to the one before, by identity,
+    # when both were plain concatenations (no key defined twice); see ``last_changes``.
+    _changes: tuple[list[TopLevel], list[TopLevel]] | None = field(default=None, repr=False)
+    _plain: bool = field(default=False, repr=False)  # the last result was a concatenation
 
     def _count(self, keys: list[ObjectKey], delta: int) -> None:
         for key in keys:
@@ -214,6 +233,7 @@ class FileSource:
                     and state.fingerprint is None and state.content is None):
                 continue  # still a dangling symlink: already reported
             parsed = load_bytes(raw, key) if raw is not None else unreadable(key, failure)
+            parsed = reuse_unchanged(parsed, state.effective if state else None)
             effective = keep_previous(parsed, state.effective if state else None, key)
             self.files[key] = FileState(fingerprint, content, parsed, effective)
             changed = True
@@ -237,23 +257,41 @@ class FileSource:
         Only files that changed since the last call have their objects' keys looked at: when
         no key is defined twice, the merge is a concatenation in file order (what
         ``merge_results`` gives then); otherwise it is ``merge_results`` itself."""
+        before: list[TopLevel] = []  # objects of the files that changed, as last counted
+        after: list[TopLevel] = []
         for name in [n for n in self._counted if n not in self.files]:
-            self._count(self._counted.pop(name)[1], -1)
+            gone = self._counted.pop(name)
+            self._count(gone[1], -1)
+            before += gone[0].objects
         for name, state in self.files.items():
             counted = self._counted.get(name)
             if counted is not None and counted[0] is state.effective:
                 continue
             if counted is not None:
                 self._count(counted[1], -1)
+                before += counted[0].objects
+            after += state.effective.objects
             keys = [obj.key for obj in state.effective.objects]
             self._count(keys, +1)
             self._counted[name] = (state.effective, keys)
         ordered = [self.files[name].effective for name in sorted(self.files)]
+        plain, self._plain = self._plain, not self._defined_twice
+        self._changes = None
+        if plain and self._plain:
+            kept = {id(o) for o in before} & {id(o) for o in after}
+            self._changes = ([o for o in after if id(o) not in kept], [o for o in before if id(o) not in kept])
         if self._defined_twice:
             return merge_results(ordered)
         return LoadResult(objects=list(chain.from_iterable(r.objects for r in ordered)),
                           errors=list(chain.from_iterable(r.errors for r in ordered)),
                           notices=list(chain.from_iterable(r.notices for r in ordered)))
+
+    def last_changes(self) -> tuple[list[TopLevel], list[TopLevel]] | None:
+        """(added, removed): the objects the last ``result()`` has and the one before did
+        not, and the reverse, by identity; None when unknown (the first result, or a key
+        defined twice in either, where the merge drops objects). Lets the translator skip
+        diffing every object of the world (``Translator.load``'s ``changes``)."""
+        return self._changes
 
     def watch_roots(self) -> list[Path]:
         roots = []

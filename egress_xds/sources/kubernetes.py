@@ -503,6 +503,9 @@ class KubernetesSource:
     def result(self) -> LoadResult:
         return self._result
 
+    def last_changes(self) -> tuple[list[TopLevel], list[TopLevel]] | None:
+        return None  # the translator diffs the objects in force (kept by identity) itself
+
     async def watch(self, on_change: Callable[[], Awaitable[object]], stop: asyncio.Event) -> None:
         """Call ``on_change`` after each batch of API changes until ``stop``; then stop the
         reflectors, the status writer and release the Lease."""

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -54,8 +55,24 @@ def quiet_source_logs() -> Iterator[None]:
     logger.setLevel(level)
 
 
+# id(source) -> the objects of its previous result, to check ``last_changes`` against.
+_PREVIOUS: dict[int, list[object]] = {}
+CHANGES: Counter[str] = Counter()
+
+
 def check(source: FileSource, model: Model, root: Path, step: str) -> None:
     result = source.result()
+    changes = source.last_changes()
+    previous = _PREVIOUS.get(id(source))
+    if changes is not None:  # what the translator then trusts instead of diffing
+        assert previous is not None, f"changes claimed for a first result, after {step}"
+        now, before = {id(o) for o in result.objects}, {id(o) for o in previous}
+        assert sorted(map(id, changes[0])) == sorted(now - before), f"added objects wrong after {step}"
+        assert sorted(map(id, changes[1])) == sorted(before - now), f"removed objects wrong after {step}"
+        CHANGES["checked"] += 1
+    else:
+        CHANGES["unknown"] += 1
+    _PREVIOUS[id(source)] = list(result.objects)
     got = [(o.source_file, o.name, o.spec.trafficPolicy) for o in result.objects]  # type: ignore[attr-defined]
     want_objects, want_errors = model.expected(root)
     errors = sorted((e.file, e.kind, e.namespace, e.name, e.field) for e in result.errors)
@@ -142,9 +159,11 @@ def test_file_source_under_hostile_changes(record_property: Any) -> None:
         counts["sequences"] += 1
 
     run()
+    counts["steps with last_changes checked"] = CHANGES["checked"]
     for key, value in sorted(counts.items()):
         record_property(key, value)
     assert counts["sequences"] >= min(SOURCE_EXAMPLES, 50)
+    assert CHANGES["checked"] >= counts["steps"] // 4
 
 
 def test_a_file_torn_after_it_was_read_is_not_kept_half_parsed(tmp_path: Path) -> None:

@@ -62,3 +62,46 @@ def test_a_new_namespace_is_always_built() -> None:
     assert t.changed(["brand-new"]) == ["brand-new"]
     t.resources("brand-new")
     assert t.changed(["brand-new"]) == []
+
+
+def _resources(t: Translator) -> dict[str, Any]:
+    from egress_xds.resources import dump
+    return {ns: dump(t.resources(ns)) for ns in NAMESPACES}
+
+
+def _edited() -> tuple[list[Any], list[Any], list[Any], list[Any]]:
+    """(first objects, second objects keeping the unchanged ones, added, removed)."""
+    first = load(_world()).objects
+    second = [o if o.name != "consumer-a" else load(_world(a_path="/a9")).objects[3] for o in first]
+    return first, second, [second[3]], [first[3]]
+
+
+def test_claimed_changes_give_what_diffing_gives() -> None:
+    first, second, added, removed = _edited()
+    claimed, diffed, fresh = Translator(), Translator(), Translator()
+    for t in (claimed, diffed):
+        t.load(first)
+        _resources(t)
+    claimed.load(second, (added, removed))
+    diffed.load(second)
+    fresh.load(second)
+    assert claimed.changed(NAMESPACES) == diffed.changed(NAMESPACES) == ["team-a"]
+    assert _resources(claimed) == _resources(diffed) == _resources(fresh)
+
+
+@pytest.mark.parametrize("wrong", ["removed-unknown", "added-known", "counts", "duplicate"])
+def test_claimed_changes_that_do_not_fit_are_ignored(wrong: str) -> None:
+    first, second, added, removed = _edited()
+    claims = {
+        "removed-unknown": (added, added),  # removes an object the translator never had
+        "added-known": (first[:1] + added, removed + first[1:2]),  # adds one it already has
+        "counts": ([], removed),  # the counts do not add up to the new objects
+        "duplicate": (added + added, removed + removed),
+    }
+    t, fresh = Translator(), Translator()
+    t.load(first)
+    _resources(t)
+    t.load(second, claims[wrong])
+    fresh.load(second)
+    assert t.changed(NAMESPACES) == ["team-a"]
+    assert _resources(t) == _resources(fresh)
