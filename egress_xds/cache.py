@@ -245,15 +245,18 @@ ComputeHook = Callable[[str], Awaitable[Snapshot | None]]
 
 @dataclass
 class _Watchers:
-    callbacks: set[Callable[[], None]] = field(default_factory=set)
+    # Insertion-ordered (a dict used as an ordered set): a change wakes the namespace's
+    # streams in the order they started watching, oldest first. A set's order would be
+    # that of memory addresses: which sidecar waits for the whole fan-out would be chance.
+    callbacks: dict[Callable[[], None], None] = field(default_factory=dict)
 
 
 class SnapshotCache:
     """One snapshot per namespace, plus the streams watching each namespace.
 
     ``set_snapshot`` replaces a namespace's snapshot (refusing inconsistent ones unless
-    ``check=False``) and calls every watcher's wake-up callback synchronously: callbacks only
-    set an event, so a slow stream never slows this call. ``request(ns)`` runs the compute
+    ``check=False``) and calls every watcher's wake-up callback synchronously, oldest
+    watcher first: callbacks only set an event, so a slow stream never slows this call. ``request(ns)`` runs the compute
     hook once for a namespace without a snapshot (a sidecar from a namespace that holds no
     objects still gets the global-egress view).
     """
@@ -302,12 +305,12 @@ class SnapshotCache:
         return sorted(ns for ns, w in self._watchers.items() if w.callbacks)
 
     def watch(self, namespace: str, wake: Callable[[], None]) -> None:
-        self._watchers.setdefault(namespace, _Watchers()).callbacks.add(wake)
+        self._watchers.setdefault(namespace, _Watchers()).callbacks[wake] = None
 
     def unwatch(self, namespace: str, wake: Callable[[], None]) -> None:
         watchers = self._watchers.get(namespace)
         if watchers is not None:
-            watchers.callbacks.discard(wake)
+            watchers.callbacks.pop(wake, None)
             if not watchers.callbacks:
                 del self._watchers[namespace]
 
