@@ -13,6 +13,7 @@ from google.protobuf.message import Message
 from egress_xds import ir
 from egress_xds.envoy import common as _common
 from egress_xds.envoy import listener as _listener
+from egress_xds.envoy import route as _route
 from egress_xds.envoy.cluster import build_clusters
 from egress_xds.envoy.listener import ChainTemplates, build_listener
 from egress_xds.envoy.route import build_route_config, route_config_name
@@ -58,7 +59,7 @@ def forget_memoized() -> None:
     """Drop what the builders memoized (chains, filters, access logs, matches), so the next
     build starts cold, as at start-up. For benchmarks; ``serve`` never needs it (the memos
     are bounded and keyed by content)."""
-    for module in (_common, _listener):
+    for module in (_common, _listener, _route):
         for value in vars(module).values():
             if hasattr(value, "cache_clear"):
                 value.cache_clear()

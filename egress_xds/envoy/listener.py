@@ -43,7 +43,6 @@ from google.protobuf import duration_pb2
 
 from egress_xds import ir
 from egress_xds.envoy.common import (
-    access_log,
     access_log_bytes,
     field_bytes,
     hcm_stat_prefix,
@@ -86,6 +85,7 @@ _CHAIN_FILTERS_TAG = varint(_CHAIN_FILTERS << 3 | 2)
 _FILTER_CONFIG_TAG = varint(_FILTER_CONFIG << 3 | 2)
 _ANY_VALUE_TAG = varint(2 << 3 | 2)
 _LISTENER_CHAINS_TAG = varint(_LISTENER_CHAINS << 3 | 2)
+_DEFAULT_CHAIN_TAG = varint(listener_pb2.Listener.DESCRIPTOR.fields_by_name["default_filter_chain"].number << 3 | 2)
 # kind -> (the network filter's name field, its typed_config's type_url field)
 _FILTERS = {
     "tcp": (field_bytes(_FILTER_NAME, b"envoy.filters.network.tcp_proxy"), field_bytes(1, _TCP_PROXY_URL.encode())),
@@ -163,8 +163,12 @@ def forget_matches() -> None:
     _MATCHES.clear()
 
 
+# Network -> its text, for ``prefixes_key``: formatting addresses costs more than hashing.
+_network_text = functools.lru_cache(maxsize=65536)(str)
+
+
 def prefixes_key(prefixes: Sequence[ir.IPNetwork]) -> str:
-    return ",".join(map(str, prefixes))
+    return ",".join(map(_network_text, prefixes))
 
 
 def _match(prefixes: Sequence[ir.IPNetwork], key: str, port: int | None, transport: str = "",
@@ -257,16 +261,19 @@ def _access_log_field(kind: str, namespace: str, egress_network: str, route: str
     return field_bytes(_HCM_ACCESS_LOG, access_log_bytes(namespace, egress_network, None, "http"))
 
 
-def _chains_bytes(namespace: str, templates: Sequence[ChainTemplate], out: list[bytes]) -> None:
-    """Appends the listener's ``filter_chains`` fields for ``templates`` to ``out``, the
-    namespace's access logs filled in (one join at the end: matches can be long)."""
+def _chains_bytes(namespace: str, templates: Sequence[ChainTemplate], out: list[bytes],
+                  tag: bytes | None = None) -> None:
+    """Appends the listener's ``filter_chains`` fields (or the field of ``tag``) for
+    ``templates`` to ``out``, the namespace's access logs filled in (one join at the end:
+    matches can be long)."""
+    tag = _LISTENER_CHAINS_TAG if tag is None else tag
     for name, match, kind, head, tail, egress_network, route in templates:
         value = head + _access_log_field(kind, namespace, egress_network, route) + tail
         filter_name, url = _FILTERS[kind]
         config = url + _ANY_VALUE_TAG + varint(len(value)) + value
         network_filter = filter_name + _FILTER_CONFIG_TAG + varint(len(config)) + config
         filters = _CHAIN_FILTERS_TAG + varint(len(network_filter)) + network_filter
-        out += (_LISTENER_CHAINS_TAG, varint(len(match) + len(filters) + len(name)), match, filters, name)
+        out += (tag, varint(len(match) + len(filters) + len(name)), match, filters, name)
 
 
 def _port_ranges(ports: Iterable[int]) -> list[tuple[int, int]]:
@@ -289,13 +296,43 @@ def _skip_detection(ports: Iterable[int]) -> lc.ListenerFilterChainMatchPredicat
     return lc.ListenerFilterChainMatchPredicate(or_match={"rules": rules})
 
 
-def _sink_chain(name: str, stat: str, namespace: str, port: int | None) -> lc.FilterChain:
-    proxy = tcp_proxy_pb2.TcpProxy(stat_prefix=stat, cluster=ir.DENY_CLUSTER)
-    proxy.access_log.append(access_log(namespace, "none", name, "tcp"))
-    chain = lc.FilterChain(name=name, filters=[lc.Filter(name="envoy.filters.network.tcp_proxy", typed_config=pack(proxy))])
+@functools.lru_cache(maxsize=64)
+def _sink_template(name: str, stat: str, port: int | None) -> ChainTemplate:
+    """A chain that closes connections (to the deny cluster), logged as route ``name``."""
+    match = b""
     if port is not None:
-        chain.filter_chain_match.destination_port.value = port
-    return chain
+        match = field_bytes(_CHAIN_MATCH, lc.FilterChainMatch(destination_port={"value": port}).SerializeToString(
+            deterministic=True))
+    head = tcp_proxy_pb2.TcpProxy(stat_prefix=stat, cluster=ir.DENY_CLUSTER).SerializeToString(deterministic=True)
+    return ChainTemplate(field_bytes(_CHAIN_NAME, name.encode()), match, "tcp", head, b"", "none", name)
+
+
+@functools.lru_cache(maxsize=64)
+def _listener_rest(addresses: tuple[str, ...], port: int, detect_timeout_ms: int,
+                   no_detect_ports: tuple[int, ...]) -> bytes:
+    """Everything of the listener but its chains, as bytes (the same for every namespace
+    with the same options)."""
+    skip = _skip_detection([*no_detect_ports, port])
+    return listener_pb2.Listener(
+        name=LISTENER_NAME,
+        address=address_pb2.Address(socket_address={"address": addresses[0], "port_value": port}),
+        additional_addresses=[
+            listener_pb2.AdditionalAddress(
+                address=address_pb2.Address(socket_address={"address": address, "port_value": port}))
+            for address in addresses[1:]
+        ],
+        traffic_direction=base_pb2.OUTBOUND,
+        listener_filters=[
+            lc.ListenerFilter(name="envoy.filters.listener.original_dst", typed_config=pack(original_dst_pb2.OriginalDst())),
+            lc.ListenerFilter(name="envoy.filters.listener.tls_inspector",
+                              typed_config=pack(tls_inspector_pb2.TlsInspector()), filter_disabled=skip),
+            lc.ListenerFilter(name="envoy.filters.listener.http_inspector",
+                              typed_config=pack(http_inspector_pb2.HttpInspector()), filter_disabled=skip),
+        ],
+        listener_filters_timeout=duration_pb2.Duration(
+            seconds=detect_timeout_ms // 1000, nanos=(detect_timeout_ms % 1000) * 1_000_000),
+        continue_on_listener_filters_timeout=True,
+    ).SerializeToString(deterministic=True)
 
 
 @functools.lru_cache(maxsize=65536)
@@ -321,32 +358,13 @@ def build_listener(egress: ir.NamespaceEgress, templates: ChainTemplates | None 
             if found is None:
                 found = memo[(id(policy), key)] = (policy, policy_templates(policy, prefixes, key))
             _chains_bytes(egress.namespace, found[1], chains)
+    # A connection to the outbound port itself would loop: closed.
+    _chains_bytes(egress.namespace, [_sink_template("loop-guard", "egress.loop-guard", egress.listener_port)], chains)
+    _chains_bytes(egress.namespace, [_sink_template("unmatched", "egress.unmatched", None)], chains,
+                  _DEFAULT_CHAIN_TAG)
+    chains.append(_listener_rest(tuple(egress.listener_addresses), egress.listener_port, egress.detect_timeout_ms,
+                                 tuple(egress.no_detect_ports)))
+    # One parse of the whole listener (fields may come in any order on the wire; the
+    # message, and so its deterministic serialization, is the same).
     listener = listener_pb2.Listener.FromString(b"".join(chains))
-    listener.filter_chains.append(
-        _sink_chain("loop-guard", "egress.loop-guard", egress.namespace, egress.listener_port))
-
-    skip = _skip_detection([*egress.no_detect_ports, egress.listener_port])
-    listener.MergeFrom(listener_pb2.Listener(
-        name=LISTENER_NAME,
-        address=address_pb2.Address(
-            socket_address={"address": egress.listener_addresses[0], "port_value": egress.listener_port}),
-        additional_addresses=[
-            listener_pb2.AdditionalAddress(
-                address=address_pb2.Address(socket_address={"address": address, "port_value": egress.listener_port})
-            )
-            for address in egress.listener_addresses[1:]
-        ],
-        traffic_direction=base_pb2.OUTBOUND,
-        listener_filters=[
-            lc.ListenerFilter(name="envoy.filters.listener.original_dst", typed_config=pack(original_dst_pb2.OriginalDst())),
-            lc.ListenerFilter(name="envoy.filters.listener.tls_inspector",
-                              typed_config=pack(tls_inspector_pb2.TlsInspector()), filter_disabled=skip),
-            lc.ListenerFilter(name="envoy.filters.listener.http_inspector",
-                              typed_config=pack(http_inspector_pb2.HttpInspector()), filter_disabled=skip),
-        ],
-        listener_filters_timeout=duration_pb2.Duration(
-            seconds=egress.detect_timeout_ms // 1000, nanos=(egress.detect_timeout_ms % 1000) * 1_000_000),
-        continue_on_listener_filters_timeout=True,
-        default_filter_chain=_sink_chain("unmatched", "egress.unmatched", egress.namespace, None),
-    ))
     return listener

@@ -9,6 +9,7 @@ Called by ``envoy.listener`` (for the RDS name) and ``egress_xds.envoy.build_res
 
 from __future__ import annotations
 
+import functools
 import re
 
 from envoy.config.core.v3 import base_pb2
@@ -175,8 +176,13 @@ def _rule_route(rule: ir.HttpRule, grpc: bool, port: int | None) -> rc.Route:
 
 
 def default_route(policy: ir.PortPolicy) -> rc.Route:
-    governor = policy.governor
-    grpc = policy.protocol == "grpc"
+    """The route every virtual host ends with: the governor's default action. Memoized:
+    callers copy it and never change it."""
+    return _default_route(policy.governor, policy.protocol == "grpc")
+
+
+@functools.lru_cache(maxsize=4096)
+def _default_route(governor: ir.Governor, grpc: bool) -> rc.Route:
     route = rc.Route(name=governor.default_route, match=rc.RouteMatch(prefix="/"), stat_prefix=governor.default_route)
     if governor.allow:
         route.route.CopyFrom(rc.RouteAction(cluster=ir.PASSTHROUGH_CLUSTER, timeout=NO_TIMEOUT))
