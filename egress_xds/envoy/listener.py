@@ -156,11 +156,13 @@ def _connection_manager_head(governor: ir.Governor, port_label: str, route_confi
 # global view). The key names the prefixes as text: hashing and comparing ipaddress objects
 # on every lookup cost more than the rest of the listener. Callers copy the messages.
 _MATCHES: dict[tuple[object, ...], bytes] = {}
+_RANGES: dict[str, bytes] = {}  # prefixes key -> the prefix_ranges fields, as bytes
 _MATCHES_MAX = 65_536
 
 
 def forget_matches() -> None:
     _MATCHES.clear()
+    _RANGES.clear()
 
 
 # Network -> its text, for ``prefixes_key``: formatting addresses costs more than hashing.
@@ -173,19 +175,34 @@ def prefixes_key(prefixes: Sequence[ir.IPNetwork]) -> str:
 
 def _match(prefixes: Sequence[ir.IPNetwork], key: str, port: int | None, transport: str = "",
            application_protocols: tuple[str, ...] = (), server_names: tuple[str, ...] = ()) -> bytes:
-    """A chain's ``filter_chain_match`` field, as bytes."""
+    """A chain's ``filter_chain_match`` field, as bytes: the prefix ranges (one encoding
+    per prefix set, shared by every port and variant) joined to the rest of the match."""
     cache_key = (key, port, transport, application_protocols, server_names)
     found = _MATCHES.get(cache_key)
     if found is None:
-        match = lc.FilterChainMatch(prefix_ranges=[_cidr(n) for n in prefixes], transport_protocol=transport,
-                                    application_protocols=application_protocols, server_names=server_names)
-        if port is not None:
-            match.destination_port.value = port
-        found = field_bytes(_CHAIN_MATCH, match.SerializeToString(deterministic=True))
+        ranges = _RANGES.get(key)
+        if ranges is None:
+            ranges = lc.FilterChainMatch(prefix_ranges=[_cidr(n) for n in prefixes]).SerializeToString(
+                deterministic=True)
+            if len(_RANGES) >= _MATCHES_MAX:
+                _RANGES.clear()
+            _RANGES[key] = ranges
+        found = field_bytes(_CHAIN_MATCH, ranges + _match_rest(port, transport, application_protocols, server_names))
         if len(_MATCHES) >= _MATCHES_MAX:
             _MATCHES.clear()
         _MATCHES[cache_key] = found
     return found
+
+
+@functools.lru_cache(maxsize=4096)
+def _match_rest(port: int | None, transport: str, application_protocols: tuple[str, ...],
+                server_names: tuple[str, ...]) -> bytes:
+    """A match's fields other than its prefix ranges, as bytes."""
+    match = lc.FilterChainMatch(transport_protocol=transport, application_protocols=application_protocols,
+                                server_names=server_names)
+    if port is not None:
+        match.destination_port.value = port
+    return match.SerializeToString(deterministic=True)
 
 
 class ChainTemplate(NamedTuple):
