@@ -194,7 +194,7 @@ class Snapshot:
         self.created_at = time.time()
         # Per type, state the ADS server derives from this snapshot once for all streams (the
         # view every wildcard SotW stream holds after receiving the whole set).
-        self.views: dict[str, object] = {}
+        self.views: dict[object, object] = {}
 
     def type_version(self, type_url: str) -> str:
         return self.type_versions.get(type_url) or content_version(())

@@ -39,6 +39,7 @@ import itertools
 import logging
 import socket
 import time
+import weakref
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -226,6 +227,35 @@ def _shared_view(snapshot: Snapshot, type_url: str, entries: Mapping[str, Resour
         view = ClientView({n: e.hash for n, e in entries.items()}, dict(entries), shared=True)
         snapshot.views[type_url] = view
     return view
+
+
+@dataclass(frozen=True)
+class _DeltaPlan:
+    """A delta response's content for a proxy holding a given shared view (``held``, by
+    weak reference: the plan must not keep the previous snapshot's entries alive)."""
+
+    held: weakref.ref[ClientView]
+    changed: list[ResourceEntry]
+    removed: list[str]
+    chunks: bytes  # the changed entries' resources fields, joined
+    clusters: frozenset[str]  # the clusters they name (rule 8)
+
+
+def _delta_plan(snapshot: Snapshot, type_url: str, held: ClientView, entries: Mapping[str, ResourceEntry]
+                ) -> _DeltaPlan:
+    """What a wildcard delta stream holding the shared view ``held`` gets to hold all of
+    ``snapshot``'s resources of ``type_url``: computed once per snapshot, type and view, so a
+    change reaching a thousand streams in the same state is planned once, not per stream."""
+    key = ("delta", type_url, id(held))
+    found = snapshot.views.get(key)
+    if isinstance(found, _DeltaPlan) and found.held() is held:
+        return found
+    changed = [e for n, e in sorted(entries.items()) if held.hashes.get(n) != e.hash]
+    removed = sorted(n for n in held.hashes if n not in entries)
+    plan = _DeltaPlan(weakref.ref(held), changed, removed, b"".join(e.delta_chunk for e in changed),
+                      frozenset().union(*(e.clusters for e in changed)))
+    snapshot.views[key] = plan
+    return plan
 
 
 class Stream:
@@ -419,12 +449,13 @@ class Stream:
 
     def _clusters_ready(self, target: Mapping[str, ResourceEntry], snapshot: Snapshot) -> bool:
         """Rule 8: listeners and routes go out only once the clusters they name were sent."""
+        return self._clusters_present(frozenset().union(*(e.clusters for e in target.values())), snapshot)
+
+    def _clusters_present(self, needed: frozenset[str], snapshot: Snapshot) -> bool:
+        """``_clusters_ready`` for the clusters ``needed``."""
         cluster_state = self.types.get(CLUSTER)
         if cluster_state is None or not cluster_state.requested:
             return True
-        needed: set[str] = set()
-        for entry in target.values():
-            needed |= entry.clusters
         missing = needed - cluster_state.held.hashes.keys()
         return not (missing & snapshot.entries.get(CLUSTER, {}).keys())
 
@@ -471,9 +502,15 @@ class Stream:
         if st.wildcard and not st.answer_first and st.held_version == version:
             return None  # the proxy already holds exactly this set
         entries = target.entries
-        changed = [e for n, e in sorted(entries.items())
-                   if st.held.hashes.get(n) != e.hash and st.nacked_hashes.get(n) != e.hash]
-        removed = sorted(n for n in st.held.hashes if n not in entries)
+        plan = None
+        if target.full and st.wildcard and st.held.shared and not st.nacked_hashes:
+            plan = _delta_plan(snapshot, st.type_url, st.held, entries)
+            changed, removed, needed = plan.changed, list(plan.removed), plan.clusters
+        else:
+            changed = [e for n, e in sorted(entries.items())
+                       if st.held.hashes.get(n) != e.hash and st.nacked_hashes.get(n) != e.hash]
+            removed = sorted(n for n in st.held.hashes if n not in entries)
+            needed = frozenset().union(*(e.clusters for e in changed))
         if not st.wildcard:
             absent = sorted(st.names - entries.keys() - st.held.hashes.keys() - st.absent_reported)
             removed += absent
@@ -481,8 +518,7 @@ class Stream:
             absent = []
         if not changed and not removed and not st.answer_first:
             return None
-        if st.type_url in (LISTENER, ROUTE) and not self._clusters_ready(
-                {e.name: e for e in changed}, snapshot):
+        if st.type_url in (LISTENER, ROUTE) and not self._clusters_present(needed, snapshot):
             self.deferred = True
             return None
         st.absent_reported.update(absent)
@@ -502,7 +538,7 @@ class Stream:
                 view.put(entry)
             self._sent(st, nonce, version, view, content_version(view.hashes.items()))
         st.in_flight = changed
-        return head + b"".join(e.delta_chunk for e in changed)
+        return head + (plan.chunks if plan is not None else b"".join(e.delta_chunk for e in changed))
 
     def _sent(self, st: TypeState, nonce: str, version: str, view: ClientView,
               view_version: str) -> None:

@@ -147,3 +147,27 @@ async def test_cluster_removed_only_after_listener_replaced(xds):
     assert final.type_url == CLUSTER and list(final.removed_resources) == ["old"] and not final.resources
     await client.ack(final)
     await client.nothing()
+
+
+async def test_streams_in_the_same_state_get_the_same_changes_and_a_nack_is_kept_apart(xds):
+    """A change reaching many wildcard streams that hold the same set is planned once per
+    snapshot (``ads._delta_plan``); a stream that NACKed a resource is planned on its own
+    (the rejected version is not resent)."""
+    xds.set("ns1", world(clusters=("c1", "c2")))
+    clients = [xds.client(delta=True) for _ in range(3)]
+    for client in clients:
+        await client.send(node=node("ns1"), type_url=CLUSTER)
+        await client.ack(await client.recv())
+    xds.set("ns1", world(clusters=("c1", "c3")))
+    updates = [await c.recv() for c in clients]
+    for update in updates:
+        assert resource_names(update) == ["c3"] and list(update.removed_resources) == ["c2"]
+    await clients[0].ack(updates[0])
+    await clients[1].ack(updates[1])
+    await clients[2].send(type_url=CLUSTER, response_nonce=updates[2].nonce,
+                          error_detail={"code": 3, "message": "c3 rejected"})
+    xds.set("ns1", world(clusters=("c1", "c3", "c4")))
+    again = [await c.recv() for c in clients]
+    assert [resource_names(a) for a in again] == [["c4"], ["c4"], ["c4"]]  # the rejected c3 is not resent
+    # the NACKing proxy still holds c2 (its last good set): it is removed now
+    assert [list(a.removed_resources) for a in again] == [[], [], ["c2"]]
