@@ -1,7 +1,8 @@
-"""Small shared pieces of the Envoy builders: Any packing, stat names, access logs.
+"""Small shared pieces of the Envoy builders: Any packing, stat names, access logs, and the
+wire-format helpers (``varint``, ``field_bytes``) the listener is assembled with.
 
-In: IR values. Out: protobuf messages. Called by ``envoy.listener``, ``envoy.route`` and
-``envoy.cluster`` only.
+In: IR values. Out: protobuf messages, or their serialized parts. Called by
+``envoy.listener``, ``envoy.route`` and ``envoy.cluster`` only.
 """
 
 from __future__ import annotations

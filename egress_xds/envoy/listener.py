@@ -19,6 +19,11 @@ chains serve every other port. Within a (port, prefix set) the chains are:
 A chain for the outbound port itself closes connections (a direct connection to the
 listener would otherwise loop), and the default chain closes too: with both roots on every
 port, only a bug could reach it, and failing closed is the safe side.
+
+How it is built: a policy's chains become ``ChainTemplate`` values (serialized parts) shared
+by every namespace with the same policy object; a namespace's listener is its templates
+with its own access logs filled in, joined as bytes and parsed once. Packed filter configs
+are byte for byte what upb writes for the whole message (``tests/unit/test_envoy_parts.py``).
 Called by ``egress_xds.envoy.build_resources``.
 """
 
@@ -154,7 +159,7 @@ def _connection_manager_head(governor: ir.Governor, port_label: str, route_confi
 # (prefixes key, port, transport, application protocols, server names) -> chain match,
 # shared by every namespace whose governor has the same prefixes (all namespaces on the
 # global view). The key names the prefixes as text: hashing and comparing ipaddress objects
-# on every lookup cost more than the rest of the listener. Callers copy the messages.
+# on every lookup cost more than the rest of the listener.
 _MATCHES: dict[tuple[object, ...], bytes] = {}
 _RANGES: dict[str, bytes] = {}  # prefixes key -> the prefix_ranges fields, as bytes
 _MATCHES_MAX = 65_536
