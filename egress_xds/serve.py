@@ -200,6 +200,7 @@ class ControlPlane:
         # (a walk over every object, tens of ms in a big world) take the interpreter.
         await asyncio.sleep(0)
         self._report = await asyncio.to_thread(self.translator.status_report, load_errors)
+        await asyncio.to_thread(self.translator.release_retired)
         elapsed = time.perf_counter() - started
         self.metrics.translation_seconds.observe(elapsed)
         self.metrics.snapshots.set(len(self.cache.namespaces()))
