@@ -48,11 +48,18 @@ async def test_envoy_over_mtls_gets_synced_and_a_lying_envoy_is_refused(
             await good.wait_ready()
             assert await good.stat("control_plane.connected_state") == 1
             assert await good.stat("listener_manager.lds.update_success") >= 1
+            assert await good.stat("cluster_manager.cds.update_success") >= 1
 
             # The liar connected over TLS (its certificate is valid) but was refused, every time.
+            # Each retry shows connected_state 1 for the few ms its stream lives before the
+            # refusal: it must be 0 between them (an accepted liar would stay at 1).
+            async def liar_disconnected() -> bool:
+                return await liar.stat("control_plane.connected_state") == 0
+
             await asyncio.sleep(1.0)
-            assert await liar.stat("control_plane.connected_state") == 0
+            await eventually(liar_disconnected, timeout=10)
             assert await liar.stat("listener_manager.lds.update_success") == 0
+            assert await liar.stat("cluster_manager.cds.update_success") == 0
             proxies = (await debug(server, "/debug/proxies"))["proxies"]
             assert [p["node_id"] for p in proxies] == ["good"]
             refusals = [r for r in caplog.records if r.getMessage().startswith("stream refused: namespace")]
