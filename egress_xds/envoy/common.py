@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 
-from envoy.config.accesslog.v3 import accesslog_pb2
 from envoy.extensions.access_loggers.stream.v3 import stream_pb2
 from google.protobuf import any_pb2
 from google.protobuf.message import Message
@@ -20,10 +19,7 @@ from egress_xds import ir
 def pack(message: Message) -> any_pb2.Any:
     """Any with deterministic bytes: map fields (the access log's JSON format) are sorted,
     so equal configs serialize identically and hash to the same version."""
-    return any_pb2.Any(
-        type_url=f"type.googleapis.com/{message.DESCRIPTOR.full_name}",
-        value=message.SerializeToString(deterministic=True),
-    )
+    return any_pb2.Any(type_url=type_url(type(message)), value=message.SerializeToString(deterministic=True))
 
 
 def type_url(message_type: type[Message]) -> str:
@@ -150,8 +146,3 @@ def access_log_bytes(namespace: str, egress_network: str, route: str | None, pro
     logger = field_bytes(1, field_bytes(2, struct))  # StdoutAccessLog.log_format.json_format
     typed_config = _LOGGER_URL_FIELD + field_bytes(2, logger)
     return _LOGGER_PREFIX + varint(len(typed_config)) + typed_config
-
-
-def access_log(namespace: str, egress_network: str, route: str | None, protocol: str) -> accesslog_pb2.AccessLog:
-    """``access_log_bytes`` as a message."""
-    return accesslog_pb2.AccessLog.FromString(access_log_bytes(namespace, egress_network, route, protocol))

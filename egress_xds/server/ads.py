@@ -447,12 +447,9 @@ class Stream:
                 names |= st.acked.clusters()
         return names
 
-    def _clusters_ready(self, target: Mapping[str, ResourceEntry], snapshot: Snapshot) -> bool:
-        """Rule 8: listeners and routes go out only once the clusters they name were sent."""
-        return self._clusters_present(frozenset().union(*(e.clusters for e in target.values())), snapshot)
-
-    def _clusters_present(self, needed: frozenset[str], snapshot: Snapshot) -> bool:
-        """``_clusters_ready`` for the clusters ``needed``."""
+    def _clusters_ready(self, needed: frozenset[str], snapshot: Snapshot) -> bool:
+        """Rule 8: listeners and routes go out only once the clusters they name (``needed``)
+        were sent."""
         cluster_state = self.types.get(CLUSTER)
         if cluster_state is None or not cluster_state.requested:
             return True
@@ -479,7 +476,8 @@ class Stream:
         version = target.version
         if not st.answer_first and (version == st.version_acked or version == st.nacked_version):
             return None
-        if st.type_url in (LISTENER, ROUTE) and not self._clusters_ready(target.entries, snapshot):
+        if st.type_url in (LISTENER, ROUTE) and not self._clusters_ready(
+                frozenset().union(*(e.clusters for e in target.entries.values())), snapshot):
             self.deferred = True
             return None
         nonce = str(next(self._nonces))
@@ -518,7 +516,7 @@ class Stream:
             absent = []
         if not changed and not removed and not st.answer_first:
             return None
-        if st.type_url in (LISTENER, ROUTE) and not self._clusters_present(needed, snapshot):
+        if st.type_url in (LISTENER, ROUTE) and not self._clusters_ready(needed, snapshot):
             self.deferred = True
             return None
         st.absent_reported.update(absent)

@@ -13,7 +13,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tests.server.envoy_proc import EnvoyProcess, cli, eventually, free_port
+from tests.server.envoy_proc import EnvoyProcess, cli, eventually, free_port, serve_ready
 
 pytestmark = pytest.mark.envoy
 
@@ -42,14 +42,7 @@ async def test_serve_status_and_sigterm(tmp_path: Path) -> None:
     envoy: EnvoyProcess | None = None
     try:
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as session:
-            async def ready() -> bool:
-                try:
-                    async with session.get(debug_url + "/readyz") as r:
-                        return r.status == 200
-                except aiohttp.ClientError:
-                    return False
-
-            await eventually(ready, timeout=20)
+            await serve_ready(debug_url, timeout=20)
             assert (socket_path.stat().st_mode & 0o777) == 0o666
             code, text, err = await cli("bootstrap", "--namespace", "shop", "--node-id", "shop-pod-1",
                                         "--ads", f"unix:{socket_path}", "--access-log", "/dev/null")

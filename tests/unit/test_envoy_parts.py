@@ -15,7 +15,7 @@ from envoy.extensions.access_loggers.stream.v3 import stream_pb2
 from google.protobuf import any_pb2, symbol_database, wrappers_pb2
 from google.protobuf.message import Message
 
-from egress_xds.envoy.common import access_log, field_bytes, pack, varint
+from egress_xds.envoy.common import access_log_bytes, field_bytes, pack, varint
 from egress_xds.model.load import load_paths
 from egress_xds.translate import Translator
 
@@ -99,6 +99,6 @@ def test_access_log_equals_the_message_built_field_by_field(protocol: str, route
     expected = accesslog_pb2.AccessLog(
         name="envoy.access_loggers.stdout",
         typed_config=pack(stream_pb2.StdoutAccessLog(log_format={"json_format": fields})))
-    built = access_log("team-a", "egress/internet", route, protocol)
+    built = accesslog_pb2.AccessLog.FromString(access_log_bytes("team-a", "egress/internet", route, protocol))
     assert built == expected
     assert built.SerializeToString(deterministic=True) == expected.SerializeToString(deterministic=True)
