@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 import multiprocessing.connection
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -179,7 +180,9 @@ async def _worker(conn: multiprocessing.connection.Connection, address: str, tod
 
 
 def _worker_main(conn: multiprocessing.connection.Connection, address: str, todo: list[Spec],
-                 capture_first: bool) -> None:
+                 capture_first: bool, nice: int = 0) -> None:
+    if nice:
+        os.nice(nice)
     asyncio.run(_worker(conn, address, todo, capture_first))
 
 
@@ -187,10 +190,12 @@ def _worker_main(conn: multiprocessing.connection.Connection, address: str, todo
 
 
 class ClientPool:
-    """``specs`` streams over ``workers`` processes against ``address``."""
+    """``specs`` streams over ``workers`` processes against ``address``. ``nice`` lowers the
+    workers' CPU priority: where they stand in for sidecars on other nodes (part 3), they
+    should not take the cores from the Envoy and the server being measured."""
 
     def __init__(self, address: str, all_specs: list[Spec], workers: int = 2,
-                 capture_first: bool = False) -> None:
+                 capture_first: bool = False, nice: int = 0) -> None:
         ctx = multiprocessing.get_context("spawn")
         self.conns: list[multiprocessing.connection.Connection] = []
         self.procs: list[Any] = []
@@ -200,7 +205,7 @@ class ClientPool:
             if not todo:
                 continue
             parent, child = ctx.Pipe()
-            proc = ctx.Process(target=_worker_main, args=(child, address, todo, capture_first),
+            proc = ctx.Process(target=_worker_main, args=(child, address, todo, capture_first, nice),
                                daemon=True)
             proc.start()
             self.conns.append(parent)

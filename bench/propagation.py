@@ -7,12 +7,18 @@ captured by ``envoy/capture.sh``. Namespace ``bench-prop`` holds one Deny Egress
 public address) and one HTTPRoute on port 80 (so port 80 already has its chains and each trial
 is a route change). Trial i writes a new file with an HTTPRoute for host
 ``trial-i.example.com`` and polls ``GET http://203.0.113.10/`` with that Host from the pod
-(new connection each time, 403 until the route arrives) until it gets 200. Plain HTTP is
-detected at once, so ``--detect-timeout`` plays no part. Run with 0 and with 500 other
-connected ADS streams in the same namespace (each trial then pushes to all of them too).
-``serve`` wakes a namespace's streams oldest first, so with 500 others the Envoy is measured
-twice: its stream older than the others (pushed first), then, after an Envoy restart, newer
-than all of them (pushed last: it waits for the whole fan-out).
+(new connection each time, 403 until the route arrives) until it gets 200; then it removes the
+file again, so every trial adds one route to the same world. Plain HTTP is detected at once,
+so ``--detect-timeout`` plays no part.
+
+Run with 0 and with 500 other connected ADS streams, first in 50 other namespaces (the change
+reaches none of them: what a one-namespace change costs a control plane that has many
+sidecars), then in the Envoy's own namespace (each trial then pushes to all 501). ``serve``
+wakes a namespace's streams oldest first, so there the Envoy is measured twice: its stream
+older than the others (pushed first), then, after an Envoy restart, newer than all of them
+(pushed last: it waits for the whole fan-out). The 500 simulated sidecars run at nice 19: on
+a cluster they live on other nodes, here they would take the 2 cores from the Envoy and the
+server under test.
 """
 
 from __future__ import annotations
@@ -68,7 +74,9 @@ def run(part: PartResult, quick: bool) -> None:
     from egress_xds.lab import Lab, WorldServer
 
     trials = 5 if quick else 20
-    others = [0, 50] if quick else [0, 500]
+    count = 50 if quick else 500
+    # (other streams, their namespaces): none; elsewhere (not reached by the change); here.
+    others = [(0, []), (count, [f"bench-other-{i:02d}" for i in range(50)]), (count, [NAMESPACE])]
     with tempfile.TemporaryDirectory(prefix="bench-prop-") as tmpdir, Lab() as lab:
         tmp = Path(tmpdir)
         manifests = tmp / "manifests"
@@ -93,10 +101,10 @@ def run(part: PartResult, quick: bool) -> None:
                           f"{first.outcome}: {pod.envoy_log(1500)}")
                 return
             n = 0
-            for other in others:
+            for other, where in others:
                 pool = None
                 if other:
-                    pool = ClientPool(f"unix:{socket_path}", specs([NAMESPACE], other, False, "prop"))
+                    pool = ClientPool(f"unix:{socket_path}", specs(where, other, False, "prop"), nice=19)
                     ready, errors, _ = pool.connect(timeout=120)
                     if ready < other:
                         part.skip(f"with {other} other streams", f"only {ready}/{other}: {errors[:2]}")
@@ -105,7 +113,7 @@ def run(part: PartResult, quick: bool) -> None:
                 # serve wakes a namespace's streams oldest first: with other streams, measure
                 # the Envoy's stream as the oldest (pushed first) and, after restarting Envoy,
                 # as the newest (pushed after all the others).
-                positions = ["oldest", "newest"] if other else [""]
+                positions = ["oldest", "newest"] if NAMESPACE in where else [""]
                 try:
                     for position in positions:
                         if position == "newest":
@@ -124,8 +132,10 @@ def run(part: PartResult, quick: bool) -> None:
                             else:
                                 latencies.append(got)
                                 applied.append(_route_applied(pod) - written)
-                            time.sleep(0.3)  # let the previous push settle (acks from every stream)
+                            (manifests / f"trial-{n}.yaml").unlink()
+                            time.sleep(0.3)  # let the removal settle (pushes and acks from every stream)
                         label = f"{other} other streams" + (
+                            " in 50 other namespaces" if other and not position else "") + (
                             f", Envoy's stream the {position} (pushed {'first' if position == 'oldest' else 'last'})"
                             if position else "")
                         if not latencies:
