@@ -295,9 +295,7 @@ class Pod:
 
     def _client_as(self, uid: int | None, args: list[str], timeout: float, cls: type[R]) -> R:
         env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(
-            p for p in (str(_REPO_ROOT), env.get("PYTHONPATH", "")) if p
-        )
+        env["PYTHONPATH"] = str(self._readable_client())
         env["PYTHONDONTWRITEBYTECODE"] = "1"
         argv = self.netns.exec_args(
             [sys.executable, "-m", "egress_xds.lab.client", "--timeout", str(timeout), *args],
@@ -311,6 +309,24 @@ class Pod:
         if not isinstance(result, cls):
             raise LabError(f"client returned {type(result).__name__}, expected {cls.__name__}")
         return result
+
+    def _readable_client(self) -> Path:
+        """A copy of the client program that any uid can import, in the lab's directory: the
+        checkout may sit where only root can read (under ``/root``, or in a 0700 temporary
+        directory). The client needs only the standard library and ``lab.netns``."""
+        root = self.workdir / "uid-client"
+        package = root / "egress_xds" / "lab"
+        if not (package / "client.py").is_file():
+            package.mkdir(parents=True, exist_ok=True)
+            for init in (root / "egress_xds" / "__init__.py", package / "__init__.py"):
+                init.write_text("")
+            for name in ("client.py", "netns.py"):
+                shutil.copyfile(Path(client.__file__).with_name(name), package / name)
+            for path in (root, root / "egress_xds", package):
+                path.chmod(0o755)
+            for path in (root / "egress_xds").rglob("*.py"):
+                path.chmod(0o644)
+        return root
 
     @property
     def processes(self) -> list[LabProcess]:
