@@ -242,9 +242,6 @@ def node_namespace(node: base_pb2.Node) -> str | None:
 
 ComputeHook = Callable[[str], Awaitable[Snapshot | None]]
 
-#: Streams woken per turn of the event loop when a namespace's snapshot changes.
-WAKE_BATCH = 16
-
 
 @dataclass
 class _Watchers:
@@ -258,10 +255,8 @@ class SnapshotCache:
     """One snapshot per namespace, plus the streams watching each namespace.
 
     ``set_snapshot`` replaces a namespace's snapshot (refusing inconsistent ones unless
-    ``check=False``) and calls every watcher's wake-up callback, oldest watcher first:
-    callbacks only set an event, so a slow stream never slows this call. Inside a running
-    event loop, more than ``WAKE_BATCH`` watchers are woken a batch per turn of the loop, so
-    requests arriving meanwhile are served between batches. ``request(ns)`` runs the compute
+    ``check=False``) and calls every watcher's wake-up callback synchronously, oldest
+    watcher first: callbacks only set an event, so a slow stream never slows this call. ``request(ns)`` runs the compute
     hook once for a namespace without a snapshot (a sidecar from a namespace that holds no
     objects still gets the global-egress view).
     """
@@ -321,28 +316,8 @@ class SnapshotCache:
 
     def _wake(self, namespace: str) -> None:
         watchers = self._watchers.get(namespace)
-        callbacks = list(watchers.callbacks if watchers else ())
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            loop = None
-        if loop is None or len(callbacks) <= WAKE_BATCH:
-            for callback in callbacks:
-                callback()
-            return
-        # Wake in batches, one batch per turn of the event loop. Every turn polls for I/O
-        # first, so a request that arrives during a big fan-out (a sidecar that was pushed
-        # early asking for the route configuration its new listener names) waits for one
-        # batch of writes, not for the writes to every other stream of the namespace.
-        def wake_batch(start: int) -> None:
-            current = self._watchers.get(namespace)
-            for callback in callbacks[start:start + WAKE_BATCH]:
-                if current is not None and callback in current.callbacks:
-                    callback()
-            if start + WAKE_BATCH < len(callbacks):
-                loop.call_soon(wake_batch, start + WAKE_BATCH)
-
-        wake_batch(0)
+        for callback in list(watchers.callbacks if watchers else ()):
+            callback()
 
     def request(self, namespace: str) -> None:
         """Compute the namespace's snapshot in the background if it has none (at most once
