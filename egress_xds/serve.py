@@ -267,6 +267,14 @@ class ControlPlane:
         self.metrics.config_bytes.labels(namespace).set(snapshot.size_bytes)
 
 
+def _namespaces_field(names: list[str], shown: int = 20) -> dict[str, Any]:
+    """Log fields naming the namespaces served: all of them in a small world, the first
+    ``shown`` and how many more in a big one (one log line, not a 10 kB one)."""
+    if len(names) <= shown:
+        return {"namespaces": names}
+    return {"namespaces": [*names[:shown], f"... {len(names) - shown} more"], "namespace_count": len(names)}
+
+
 def _error(namespace: str, message: str) -> dict[str, str]:
     return {"file": "", "kind": "", "namespace": namespace, "name": "", "field": "", "message": message}
 
@@ -424,7 +432,7 @@ class Server:
                                    "max_message_bytes": self.config.max_message_bytes,
                                    "max_requests_per_second": self.config.max_requests_per_second,
                                    "manifests": self.config.manifests,
-                                   "namespaces": self.cache.namespaces()})
+                                   **_namespaces_field(self.cache.namespaces())})
 
     async def stop(self) -> None:
         """Stop accepting, end every ADS stream with status OK, stop the watcher."""

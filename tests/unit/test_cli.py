@@ -202,3 +202,12 @@ def test_bad_options_exit_with_a_message(manifests: Path, flag: str, value: str)
     with pytest.raises(SystemExit) as exc:
         main(["translate", "-f", str(manifests), "-n", "app", flag, value])
     assert exc.value.code not in (0, None)
+
+
+def test_the_serving_line_names_a_big_worlds_namespaces_in_brief() -> None:
+    from egress_xds.serve import _namespaces_field
+
+    assert _namespaces_field(["a", "b"]) == {"namespaces": ["a", "b"]}
+    names = [f"ns-{i:04d}" for i in range(1101)]
+    field = _namespaces_field(names)
+    assert field["namespaces"] == [*names[:20], "... 1081 more"] and field["namespace_count"] == 1101
