@@ -15,7 +15,7 @@ import os
 import sys
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 PARTS = ("translation", "fanout", "propagation", "memory", "responsiveness", "peer")
@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def markdown(results: list[object], info: dict[str, str], args: argparse.Namespace, total: float) -> str:
+def markdown(results: Sequence[object], info: dict[str, str], args: argparse.Namespace, total: float) -> str:
     command = "make bench" if not args.quick and args.only == ",".join(PARTS) else (
         "python -m bench" + (" --quick" if args.quick else "")
         + (f" --only {args.only}" if args.only != ",".join(PARTS) else ""))

@@ -75,6 +75,10 @@ def run(part: PartResult, quick: bool) -> None:
 
     trials = 5 if quick else 20
     count = 50 if quick else 500
+    part.notes.append(
+        "each trial writes one HTTPRoute file and removes it after its first 200 (every trial adds one route to "
+        "the same world); the other streams are 2 client processes at nice 19 (sidecars of other nodes: they "
+        "must not take the cores from the Envoy and serve under test), wildcard SotW like the Envoy")
     # (other streams, their namespaces): none; elsewhere (not reached by the change); here.
     others = [(0, []), (count, [f"bench-other-{i:02d}" for i in range(50)]), (count, [NAMESPACE])]
     with tempfile.TemporaryDirectory(prefix="bench-prop-") as tmpdir, Lab() as lab:

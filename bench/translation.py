@@ -17,6 +17,7 @@ from __future__ import annotations
 import gc
 import statistics
 import time
+from typing import Any
 
 from bench import world
 from bench.bigworld import big_world
@@ -63,7 +64,7 @@ class _GcClock:
 _gc_clock = _GcClock()
 
 
-def _build_all(tr: Translator, objects: list[TopLevel]) -> tuple[float, dict[str, object], float]:
+def _build_all(tr: Translator, objects: list[TopLevel]) -> tuple[float, dict[str, Any], float]:
     """(seconds, resources by namespace, seconds of it spent in GC), under ``serve``'s
     collector policy for reloads (``long_lived_allocations``)."""
     gc_before = _gc_clock.total

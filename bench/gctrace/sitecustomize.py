@@ -44,4 +44,8 @@ if _path and os.environ.get("BENCH_SERVE_PROFILE"):
 
     _profile = cProfile.Profile()
     _profile.enable()
-    atexit.register(lambda: (_profile.disable(), _profile.dump_stats(os.environ["BENCH_SERVE_PROFILE"])))
+    def _dump_profile() -> None:
+        _profile.disable()
+        _profile.dump_stats(os.environ["BENCH_SERVE_PROFILE"])
+
+    atexit.register(_dump_profile)
