@@ -2,11 +2,13 @@
 
 Worlds of 10, 100 and 1,000 namespaces (``bench.world``: 2 EgressNetworks and 10 routes
 each, 20 global EgressNetworks and 100 global routes, and one consumer namespace per 10 that
-uses the global view). Measured the way ``serve`` uses the translator: ``Translator.load``
-then ``resources(ns)`` for every namespace (full build on a fresh translator with the builders' memos dropped, median of 3; rebuild on the
-same translator after a one-route change in one namespace and after a global EgressNetwork
-change, where unchanged namespaces keep their memoized Envoy resources), with serve's
-collector policy for reloads (``serve.long_lived_allocations``). Encoding into
+uses the global view). Measured the way ``serve`` uses the translator, with serve's collector
+policy for reloads (``serve.long_lived_allocations``): the full build is ``Translator.load``
+then ``resources(ns)`` for every namespace, on a fresh translator with the builders' memos
+dropped (median of 3); a rebuild, after a one-route change in one namespace and after a
+global EgressNetwork change, hands the translator the change as the file source does
+(unchanged objects of the edited file keep their identity; ``load(objects, changes)``), asks
+``changed()`` which namespaces to rebuild and builds only those. Encoding into
 snapshots (``cache.Snapshot``) and YAML parsing are reported beside it. Then ``serve`` on the
 big world: one route edited in ``ns-0007`` (file write) until all 10 streams of that
 namespace ACKed the new listener/routes.
@@ -25,9 +27,10 @@ from bench.clients import ClientPool, specs, updated_times
 from bench.common import PartResult, atomic_write, fitted_exponent, ms, percentile
 from egress_xds.cache import Snapshot
 from egress_xds.envoy import forget_memoized
-from egress_xds.model.load import parse_text
+from egress_xds.model.load import LoadResult, parse_text
 from egress_xds.model.objects import TopLevel
 from egress_xds.serve import long_lived_allocations
+from egress_xds.sources.files import reuse_unchanged
 from egress_xds.translate import Translator
 
 EDITED = 7  # the namespace whose route changes
@@ -75,6 +78,36 @@ def _build_all(tr: Translator, objects: list[TopLevel]) -> tuple[float, dict[str
     return time.perf_counter() - started, built, _gc_clock.total - gc_before
 
 
+def _edited(per_file: dict[str, list[TopLevel]], name: str, text: str
+            ) -> tuple[dict[str, list[TopLevel]], tuple[list[TopLevel], list[TopLevel]]]:
+    """The world with file ``name`` rewritten to ``text``, as serve's file source hands it
+    over: objects equal to the file's previous ones keep their identity
+    (``files.reuse_unchanged``), and the change is (added, removed) by identity
+    (``FileSource.last_changes``)."""
+    before = per_file.get(name, [])
+    parsed = parse_text(text, name)
+    objects = reuse_unchanged(parsed, LoadResult(objects=before)).objects
+    kept = {id(o) for o in before} & {id(o) for o in objects}
+    edited = dict(per_file)
+    edited[name] = objects
+    return edited, ([o for o in objects if id(o) not in kept], [o for o in before if id(o) not in kept])
+
+
+def _rebuild(tr: Translator, objects: list[TopLevel], changes: tuple[list[TopLevel], list[TopLevel]]
+             ) -> tuple[float, list[str], float]:
+    """(seconds, namespaces rebuilt, seconds of it in GC) for a reload the way serve does
+    it: the translator gets the change, ``changed()`` names the namespaces to rebuild, and
+    only those are built."""
+    gc_before = _gc_clock.total
+    started = time.perf_counter()
+    with long_lived_allocations():
+        tr.load(objects, changes)
+        rebuilt = tr.changed(tr.namespaces())
+        for namespace in rebuilt:
+            tr.resources(namespace)
+    return time.perf_counter() - started, rebuilt, _gc_clock.total - gc_before
+
+
 def scale(n: int, reps: int) -> dict[str, float]:
     gc.callbacks.append(_gc_clock)
     try:
@@ -102,25 +135,23 @@ def _scale(n: int, reps: int) -> dict[str, float]:
     for resources in built.values():
         Snapshot(resources)  # type: ignore[arg-type]
     encode_s = time.perf_counter() - t
-    ns_times, glob_times, ns_changed, glob_changed = [], [], 0, 0
-    ns_gc, glob_gc = [], []
+    ns_times: list[float] = []
+    glob_times: list[float] = []
+    ns_gc: list[float] = []
+    glob_gc: list[float] = []
+    ns_changed = glob_changed = 0
     for rep in range(reps):
-        name, text = world.namespace_edit(EDITED % n, rep + 1)
-        edited = dict(per_file)
-        edited[name] = _parse({name: text})[name]
-        elapsed, after, in_gc = _build_all(tr, _flat(edited))
-        ns_times.append(elapsed)
-        ns_gc.append(in_gc)
-        ns_changed = sum(1 for ns, r in after.items() if built.get(ns) is not r)
-        built = after
-        name, text = world.global_edit(rep + 1)
-        edited[name] = _parse({name: text})[name]
-        elapsed, after, in_gc = _build_all(tr, _flat(edited))
-        glob_times.append(elapsed)
-        glob_gc.append(in_gc)
-        glob_changed = sum(1 for ns, r in after.items() if built.get(ns) is not r)
-        built = after
-        per_file = edited
+        for edit, times, in_gcs in ((world.namespace_edit(EDITED % n, rep + 1), ns_times, ns_gc),
+                                    (world.global_edit(rep + 1), glob_times, glob_gc)):
+            name, text = edit
+            per_file, changes = _edited(per_file, name, text)
+            elapsed, rebuilt, in_gc = _rebuild(tr, _flat(per_file), changes)
+            times.append(elapsed)
+            in_gcs.append(in_gc)
+            if times is ns_times:
+                ns_changed = len(rebuilt)
+            else:
+                glob_changed = len(rebuilt)
     return {"namespaces": len(built), "objects": len(objects), "parse": parse_s, "full": full_s,
             "full_min": min(f[0] for f in fulls), "full_max": max(f[0] for f in fulls),
             "encode": encode_s, "ns_rebuild": statistics.median(ns_times),
