@@ -15,6 +15,7 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY egress_xds ./egress_xds
+COPY envoy/bootstrap.yaml envoy/capture.sh ./envoy/
 # `kubernetes` is named here too, so the image has it whatever extras pyproject declares.
 RUN pip wheel --wheel-dir /wheels . "kubernetes>=37"
 
@@ -35,14 +36,11 @@ ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python -m venv /opt/egress-xds
 RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
     /opt/egress-xds/bin/pip install --no-cache-dir --no-index --find-links /wheels egress-xds kubernetes
-# `egress-xds bootstrap` reads its template from <site-packages>/../envoy/bootstrap.yaml
-# (the repository layout); put it where an installed package looks for it.
-COPY envoy/bootstrap.yaml /opt/egress-xds/share/bootstrap.yaml
-RUN dest="$(/opt/egress-xds/bin/python -c 'import egress_xds.bootstrap as b; print(b.TEMPLATE)')" \
- && mkdir -p "$(dirname "$dest")" \
- && cp /opt/egress-xds/share/bootstrap.yaml "$dest" \
- && /opt/egress-xds/bin/python -m compileall -q /opt/egress-xds \
- && egress-xds --help >/dev/null
+# The wheel carries envoy/bootstrap.yaml (share/egress-xds/): `egress-xds bootstrap` must
+# render from it here, as pods run it.
+RUN /opt/egress-xds/bin/python -m compileall -q /opt/egress-xds \
+ && egress-xds --help >/dev/null \
+ && egress-xds bootstrap --namespace image-check >/dev/null
 USER 10001:10001
 EXPOSE 18000 19000
 ENTRYPOINT ["egress-xds"]

@@ -19,6 +19,7 @@ the new certificate and CA, the open one is kept. Called by ``serve.cmd_bootstra
 
 from __future__ import annotations
 
+import importlib.metadata
 import ipaddress
 import json
 import os
@@ -28,7 +29,25 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-TEMPLATE = Path(__file__).resolve().parent.parent / "envoy" / "bootstrap.yaml"
+
+def _installed_file(name: str) -> Path:
+    """A file of ``envoy/``: in the checkout (``envoy/`` beside the package: a clone, an
+    editable install), else where a wheel put it (``<prefix>/share/egress-xds/``, found
+    through the installed distribution's file list, whatever the install scheme)."""
+    beside = Path(__file__).resolve().parent.parent / "envoy" / name
+    if beside.is_file():
+        return beside
+    try:
+        distribution = importlib.metadata.distribution("egress-xds")
+    except importlib.metadata.PackageNotFoundError:
+        return beside
+    for file in distribution.files or ():
+        if file.name == name and file.parent.name == "egress-xds" and file.parent.parent.name == "share":
+            return Path(str(distribution.locate_file(file))).resolve()
+    return beside
+
+
+TEMPLATE = _installed_file("bootstrap.yaml")
 
 DEFAULT_ADS = "127.0.0.1:18000"
 DEFAULT_ADMIN = "127.0.0.1:15000"
@@ -214,7 +233,11 @@ def render(options: BootstrapOptions, template: Path = TEMPLATE) -> str:
         "ads_address": ads,
         "ads_transport_socket": transport_socket,
     }
-    source = template.read_text(encoding="utf-8")
+    try:
+        source = template.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ValueError(f"the bootstrap template {template} is missing (envoy/bootstrap.yaml of the checkout, "
+                         "or share/egress-xds/bootstrap.yaml of an installed egress-xds)") from None
     if transport_socket is None:  # plaintext: the line is left out, not set to null
         source = "".join(line for line in source.splitlines(keepends=True)
                          if "${ads_transport_socket}" not in line)
