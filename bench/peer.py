@@ -322,7 +322,8 @@ def run(part: PartResult, quick: bool) -> None:
     part.notes.append(f"sovereign {peer_version} ({how}), 1 gunicorn/uvicorn worker; egress-xds serve, "
                       f"1 process; load: 2 client processes x {LOOPS_PER_WORKER} concurrent loops, "
                       f"{seconds:.0f} s per run, {rounds} interleaved round(s) (sovereign, egress-xds, "
-                      "raw baseline), best run of each kept; all on the same 2 cores as the clients.")
+                      "raw baseline, egress-xds pushes), best run of each kept; all on the same 2 cores as the "
+                      "clients.")
     results: dict[str, list[tuple[float, float, int, float]]] = {"peer": [], "ours": [], "base": []}
     with tempfile.TemporaryDirectory(prefix="bench-peer-") as tmpdir:
         tmp = Path(tmpdir)
@@ -335,7 +336,7 @@ def run(part: PartResult, quick: bool) -> None:
             part.skip("sovereign", f"did not start: {err}")
             return
         serve = base = None
-        pushes = None
+        push_runs: list[tuple[float, int, float]] = []
         try:
             serve = ServeProcess(manifests, tmp / "serve.log")
             base, base_address = _start_baseline(tmp, _fetch_once(serve.ads))
@@ -343,7 +344,9 @@ def run(part: PartResult, quick: bool) -> None:
                 results["peer"].append(_measured("rest", url, sov.pid, seconds))
                 results["ours"].append(_measured("ads", serve.ads, serve.pid, seconds))
                 results["base"].append(_measured("ads", base_address, base.pid, seconds))
-            pushes = _push_rate(serve, manifests, streams=50 if quick else 200, changes=3 if quick else 10)
+                measured = _push_rate(serve, manifests, streams=50 if quick else 200, changes=3 if quick else 10)
+                if measured is not None:
+                    push_runs.append(measured)
         finally:
             _stop(sov)
             if serve is not None:
@@ -372,10 +375,11 @@ def run(part: PartResult, quick: bool) -> None:
         ratio = ours[0] / peer[0]
         part.add("egress-xds / sovereign, full fetches per second", f"{ratio:.1f}x", ">= 10x", ratio >= 10,
                  note="a new ADS stream per fetch, as a REST poll is a new request")
-    if pushes is not None and peer[0] > 0:
-        rate, n, cpu_per = pushes
+    if push_runs and peer[0] > 0:
+        rate, n, cpu_per = max(push_runs)
         part.add(f"egress-xds: listener set pushed over {n} open streams, responses per second",
                  f"{rate:.0f}/s", note=f"server CPU {cpu_per * 1e3:.2f} ms per response (incl. "
-                 "translating each change); xDS's own way: the stream stays open, each change is pushed")
+                 "translating each change); xDS's own way: the stream stays open, each change is pushed; "
+                 "all runs: " + ", ".join(f"{r[0]:.0f}/s" for r in push_runs))
         part.add("egress-xds pushes / sovereign fetches, per second", f"{rate / peer[0]:.1f}x", ">= 10x",
                  rate / peer[0] >= 10)
