@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import itertools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
@@ -166,6 +167,9 @@ def encode_entry(type_url: str, name: str, message: Message) -> ResourceEntry:
                          frozenset(clusters), frozenset(routes), frozenset(endpoints))
 
 
+_SERIALS = itertools.count(1)
+
+
 class InconsistentSnapshot(ValueError):
     """A snapshot whose resources name clusters, routes or endpoints it does not contain."""
 
@@ -192,6 +196,9 @@ class Snapshot:
         self.version = version or content_version(self.type_versions.items())
         self.size_bytes = sum(e.size for by_name in self.entries.values() for e in by_name.values())
         self.created_at = time.time()
+        # Unique in this process (content versions repeat when a change is undone): names
+        # what is built once per snapshot and shared, such as the ADS server's SotW bodies.
+        self.serial = next(_SERIALS)
         # Per type, state the ADS server derives from this snapshot once for all streams (the
         # view every wildcard SotW stream holds after receiving the whole set).
         self.views: dict[object, object] = {}

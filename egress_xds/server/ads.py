@@ -207,6 +207,7 @@ class TypeState:
     nacked_hashes: dict[str, str] = field(default_factory=dict)  # delta: never resend these
     absent_reported: set[str] = field(default_factory=set)  # delta: names told not to exist
     in_flight: list[ResourceEntry] = field(default_factory=list)  # delta: entries of last response
+    shared_from: int | None = None  # SotW: serial of the snapshot whose shared body was last sent
 
 
 @dataclass(frozen=True)
@@ -217,6 +218,33 @@ class Target:
     entries: Mapping[str, ResourceEntry]
     full: bool
     version: str
+
+
+@dataclass(frozen=True)
+class _SotwBody:
+    """A whole SotW response for every stream that gets the snapshot's complete set of one
+    type: built once per snapshot and type, sent as the same bytes (rule 11). Its nonce
+    names the snapshot and type; ``Stream`` never sends it twice on one stream."""
+
+    nonce: str
+    body: bytes
+    clusters: frozenset[str]  # what its resources name (rule 8)
+
+
+def _sotw_body(snapshot: Snapshot, type_url: str) -> _SotwBody:
+    key = ("sotw", type_url)
+    found = snapshot.views.get(key)
+    if isinstance(found, _SotwBody):
+        return found
+    entries = snapshot.entries.get(type_url, {})
+    nonce = f"{snapshot.serial}.{short(type_url)}"  # per-stream nonces are all digits
+    trailer = discovery_pb2.DiscoveryResponse(
+        version_info=snapshot.type_version(type_url), type_url=type_url, nonce=nonce,
+        control_plane=CONTROL_PLANE).SerializeToString()
+    built = _SotwBody(nonce, b"".join([*(e.sotw_chunk for e in entries.values()), trailer]),
+                      frozenset().union(*(e.clusters for e in entries.values())))
+    snapshot.views[key] = built
+    return built
 
 
 def _shared_view(snapshot: Snapshot, type_url: str, entries: Mapping[str, ResourceEntry]) -> ClientView:
@@ -280,6 +308,7 @@ class Stream:
         self.nacks: list[str] = []  # type URLs NACKed since the writer last looked (metrics)
         self.refused: tuple[grpc.StatusCode, str] | None = None  # a limit ended the stream
         self._nonces = itertools.count(1)
+        self.responses_built = 0  # responses planned for this stream (shared ones included)
         # Set while planning when something waits for an ACK: a type with a response in
         # flight (a newer snapshot coalesces, rule 9), a listener/route waiting for its
         # clusters, or a cluster kept for the listeners/routes still naming it (rule 8).
@@ -476,21 +505,28 @@ class Stream:
         version = target.version
         if not st.answer_first and (version == st.version_acked or version == st.nacked_version):
             return None
+        entries = target.entries
+        # The whole set, not yet sent from this snapshot on this stream (a stream that
+        # narrowed its route names and widened them again gets its own body: a nonce is
+        # never sent twice on one stream): the shared response, same bytes for every stream.
+        shared = _sotw_body(snapshot, st.type_url) if target.full and st.shared_from != snapshot.serial else None
         if st.type_url in (LISTENER, ROUTE) and not self._clusters_ready(
-                frozenset().union(*(e.clusters for e in target.entries.values())), snapshot):
+                shared.clusters if shared is not None else frozenset().union(*(e.clusters for e in entries.values())),
+                snapshot):
             self.deferred = True
             return None
+        if shared is not None:  # one view for every stream holding the whole set
+            st.shared_from = snapshot.serial
+            self._sent(st, shared.nonce, version, _shared_view(snapshot, st.type_url, entries), version)
+            return shared.body
         nonce = str(next(self._nonces))
-        entries = target.entries
         resources = snapshot.sotw_body(st.type_url) if target.full else b"".join(
             entries[n].sotw_chunk for n in sorted(entries))
         trailer = discovery_pb2.DiscoveryResponse(
             version_info=version, type_url=st.type_url, nonce=nonce,
             control_plane=CONTROL_PLANE).SerializeToString()
-        if target.full:  # the whole set: one view for every stream holding it
-            view = _shared_view(snapshot, st.type_url, entries)
-        else:
-            view = ClientView({n: e.hash for n, e in entries.items()}, dict(entries))
+        view = (_shared_view(snapshot, st.type_url, entries) if target.full
+                else ClientView({n: e.hash for n, e in entries.items()}, dict(entries)))
         self._sent(st, nonce, version, view, version)
         return resources + trailer
 
@@ -540,6 +576,7 @@ class Stream:
 
     def _sent(self, st: TypeState, nonce: str, version: str, view: ClientView,
               view_version: str) -> None:
+        self.responses_built += 1
         st.nonce = nonce
         st.version_sent = version
         st.held_version = view_version

@@ -234,3 +234,44 @@ async def test_stuck_client_does_not_block_others(xds):
     xds.set("ns1", world(port=10099))
     for c in others:
         assert unpack((await c.recv(timeout=1)).resources[0]).address.socket_address.port_value == 10099
+
+
+async def test_streams_holding_the_whole_set_get_one_shared_response(xds):
+    """Rule 11: the snapshot's complete set of a type goes out as the same bytes to every
+    stream (its nonce names the snapshot and type), and ACKs of that nonce work."""
+    xds.set("ns1", world())
+    first, second = xds.client(), xds.client()
+    got = []
+    for client in (first, second):
+        await client.send(node=node("ns1"), type_url=CLUSTER)
+        got.append(await client.recv())
+    assert got[0] == got[1] and not got[0].nonce.isdigit()
+    body = xds.cache.get_snapshot("ns1").views[("sotw", CLUSTER)].body
+    assert type(got[0]).FromString(body) == got[0]  # what the streams got is the one shared body
+    for client, response in zip((first, second), got, strict=True):
+        await client.ack(response)
+    await first.nothing()
+    assert {s["types"]["clusters"]["state"] for s in xds.ads.describe()} == {"SYNCED"}
+
+
+async def test_a_stream_never_gets_the_same_nonce_twice(xds):
+    """A stream that narrows its route names and widens them again on the same snapshot gets
+    the whole set again, under a nonce of its own: the shared one was already used on it."""
+    xds.set("ns1", world())
+    client = xds.client()
+    await client.send(node=node("ns1"), type_url=ROUTE, resource_names=["r1"])
+    whole = await client.recv()
+    await client.ack(whole, names=["r1"])
+    await client.send(type_url=ROUTE, resource_names=["nope"], response_nonce=whole.nonce,
+                      version_info=whole.version_info)
+    narrowed = await client.recv()
+    assert names(narrowed) == []
+    await client.ack(narrowed, names=["nope"])
+    await client.send(type_url=ROUTE, resource_names=["r1"], response_nonce=narrowed.nonce,
+                      version_info=narrowed.version_info)
+    again = await client.recv()
+    assert names(again) == ["r1"] and again.version_info == whole.version_info
+    assert len({whole.nonce, narrowed.nonce, again.nonce}) == 3
+    await client.ack(again, names=["r1"])
+    await client.nothing()
+    assert xds.ads.describe()[0]["types"]["routes"]["state"] == "SYNCED"
