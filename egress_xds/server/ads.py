@@ -207,7 +207,7 @@ class TypeState:
     nacked_hashes: dict[str, str] = field(default_factory=dict)  # delta: never resend these
     absent_reported: set[str] = field(default_factory=set)  # delta: names told not to exist
     in_flight: list[ResourceEntry] = field(default_factory=list)  # delta: entries of last response
-    shared_from: int | None = None  # SotW: serial of the snapshot whose shared body was last sent
+    shared_from: int | None = None  # serial of the snapshot whose shared response was last sent
 
 
 @dataclass(frozen=True)
@@ -265,8 +265,9 @@ class _DeltaPlan:
     held: weakref.ref[ClientView]
     changed: list[ResourceEntry]
     removed: list[str]
-    chunks: bytes  # the changed entries' resources fields, joined
-    clusters: frozenset[str]  # the clusters they name (rule 8)
+    clusters: frozenset[str]  # the clusters the changed entries name (rule 8)
+    nonce: str  # names the snapshot and type, like ``_SotwBody``'s
+    body: bytes  # the whole response, the same bytes for every stream it goes to (rule 11)
 
 
 def _delta_plan(snapshot: Snapshot, type_url: str, held: ClientView, entries: Mapping[str, ResourceEntry]
@@ -280,8 +281,12 @@ def _delta_plan(snapshot: Snapshot, type_url: str, held: ClientView, entries: Ma
         return found
     changed = [e for n, e in sorted(entries.items()) if held.hashes.get(n) != e.hash]
     removed = sorted(n for n in held.hashes if n not in entries)
-    plan = _DeltaPlan(weakref.ref(held), changed, removed, b"".join(e.delta_chunk for e in changed),
-                      frozenset().union(*(e.clusters for e in changed)))
+    nonce = f"{snapshot.serial}.{short(type_url)}"  # per-stream nonces are all digits
+    head = discovery_pb2.DeltaDiscoveryResponse(
+        system_version_info=snapshot.type_version(type_url), type_url=type_url, nonce=nonce,
+        removed_resources=removed, control_plane=CONTROL_PLANE).SerializeToString()
+    plan = _DeltaPlan(weakref.ref(held), changed, removed, frozenset().union(*(e.clusters for e in changed)),
+                      nonce, b"".join([head, *(e.delta_chunk for e in changed)]))
     snapshot.views[key] = plan
     return plan
 
@@ -537,7 +542,10 @@ class Stream:
             return None  # the proxy already holds exactly this set
         entries = target.entries
         plan = None
-        if target.full and st.wildcard and st.held.shared and not st.nacked_hashes:
+        # A stream holding a shared view gets the shared response (at most once per snapshot:
+        # a nonce is never sent twice on one stream).
+        if (target.full and st.wildcard and st.held.shared and not st.nacked_hashes
+                and st.shared_from != snapshot.serial):
             plan = _delta_plan(snapshot, st.type_url, st.held, entries)
             changed, removed, needed = plan.changed, list(plan.removed), plan.clusters
         else:
@@ -556,6 +564,11 @@ class Stream:
             self.deferred = True
             return None
         st.absent_reported.update(absent)
+        if plan is not None:  # wildcard: nothing absent to report; the plan's removed as sent
+            st.shared_from = snapshot.serial
+            self._sent(st, plan.nonce, version, _shared_view(snapshot, st.type_url, entries), version)
+            st.in_flight = changed
+            return plan.body
         nonce = str(next(self._nonces))
         head = discovery_pb2.DeltaDiscoveryResponse(
             system_version_info=version, type_url=st.type_url, nonce=nonce,
@@ -572,7 +585,7 @@ class Stream:
                 view.put(entry)
             self._sent(st, nonce, version, view, content_version(view.hashes.items()))
         st.in_flight = changed
-        return head + (plan.chunks if plan is not None else b"".join(e.delta_chunk for e in changed))
+        return b"".join([head, *(e.delta_chunk for e in changed)])
 
     def _sent(self, st: TypeState, nonce: str, version: str, view: ClientView,
               view_version: str) -> None:

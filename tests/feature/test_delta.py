@@ -162,6 +162,8 @@ async def test_streams_in_the_same_state_get_the_same_changes_and_a_nack_is_kept
     updates = [await c.recv() for c in clients]
     for update in updates:
         assert resource_names(update) == ["c3"] and list(update.removed_resources) == ["c2"]
+    # ... and sent as one shared response (rule 11): the same message, nonce included
+    assert updates[0] == updates[1] == updates[2] and not updates[0].nonce.isdigit()
     await clients[0].ack(updates[0])
     await clients[1].ack(updates[1])
     await clients[2].send(type_url=CLUSTER, response_nonce=updates[2].nonce,
@@ -171,3 +173,4 @@ async def test_streams_in_the_same_state_get_the_same_changes_and_a_nack_is_kept
     assert [resource_names(a) for a in again] == [["c4"], ["c4"], ["c4"]]  # the rejected c3 is not resent
     # the NACKing proxy still holds c2 (its last good set): it is removed now
     assert [list(a.removed_resources) for a in again] == [[], [], ["c2"]]
+    assert again[0] == again[1] and again[2].nonce.isdigit()  # the NACKing one: its own response
