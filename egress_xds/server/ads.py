@@ -3,8 +3,11 @@
 In: ``DiscoveryRequest`` / ``DeltaDiscoveryRequest`` messages from sidecars; snapshots from a
 ``SnapshotCache`` (keyed by ``node.metadata.namespace``).
 Out: responses assembled from the snapshot's pre-encoded bytes (a generic gRPC handler with
-an identity serializer: per stream only version, nonce and type are encoded), per-stream
-state for ``/debug/proxies``, and metrics. Registered on a ``grpc.aio`` server by ``serve``
+an identity serializer). A snapshot's complete set of a type (SotW), or a change planned for
+streams in the same state (delta), is one response built once and sent as the same bytes to
+every stream, under a nonce naming the snapshot and type; other responses encode their
+version, nonce and type per stream (their nonces are all digits). Also per-stream state for
+``/debug/proxies``, and metrics. Registered on a ``grpc.aio`` server by ``serve``
 and by the feature tests.
 
 Rules (numbers refer to xds-server.md):
@@ -22,7 +25,9 @@ Rules (numbers refer to xds-server.md):
 9. one un-acked response per type; newer snapshots coalesce while waiting. Each stream
    writes from its own task and the cache only sets an event: no stream waits for another.
 10. an unchanged set is never sent again.
-11. bytes come from the snapshot, encoded once per version.
+11. bytes come from the snapshot, encoded once per version; whole shared responses are
+    built once per snapshot and type, and a stream never gets one twice (nonces stay unique
+    per stream).
 
 Limits and identity (``Limits``, ``serve --max-streams/--max-requests-per-second``, mTLS):
 at most ``max_streams`` streams at once, at most ``max_requests_per_second`` requests per
@@ -213,7 +218,7 @@ class TypeState:
 @dataclass(frozen=True)
 class Target:
     """The resources a proxy should hold for one type, their content version, and whether
-    they are the snapshot's whole set (then the pre-joined body is sent)."""
+    they are the snapshot's whole set (then the shared response is sent)."""
 
     entries: Mapping[str, ResourceEntry]
     full: bool
