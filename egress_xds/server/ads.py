@@ -236,13 +236,19 @@ class _SotwBody:
     clusters: frozenset[str]  # what its resources name (rule 8)
 
 
+def _shared_nonce(snapshot: Snapshot, type_url: str) -> str:
+    """The nonce of a response shared by every stream: it names the snapshot and type (never
+    all digits, unlike a stream's own nonces); ``Stream`` sends it at most once per stream."""
+    return f"{snapshot.serial}.{short(type_url)}"
+
+
 def _sotw_body(snapshot: Snapshot, type_url: str) -> _SotwBody:
     key = ("sotw", type_url)
     found = snapshot.views.get(key)
     if isinstance(found, _SotwBody):
         return found
     entries = snapshot.entries.get(type_url, {})
-    nonce = f"{snapshot.serial}.{short(type_url)}"  # per-stream nonces are all digits
+    nonce = _shared_nonce(snapshot, type_url)
     trailer = discovery_pb2.DiscoveryResponse(
         version_info=snapshot.type_version(type_url), type_url=type_url, nonce=nonce,
         control_plane=CONTROL_PLANE).SerializeToString()
@@ -286,7 +292,7 @@ def _delta_plan(snapshot: Snapshot, type_url: str, held: ClientView, entries: Ma
         return found
     changed = [e for n, e in sorted(entries.items()) if held.hashes.get(n) != e.hash]
     removed = sorted(n for n in held.hashes if n not in entries)
-    nonce = f"{snapshot.serial}.{short(type_url)}"  # per-stream nonces are all digits
+    nonce = _shared_nonce(snapshot, type_url)
     head = discovery_pb2.DeltaDiscoveryResponse(
         system_version_info=snapshot.type_version(type_url), type_url=type_url, nonce=nonce,
         removed_resources=removed, control_plane=CONTROL_PLANE).SerializeToString()
