@@ -28,8 +28,6 @@ from dataclasses import dataclass, field
 from itertools import chain
 from pathlib import Path
 
-import watchfiles
-
 from egress_xds.model.load import (
     MANIFEST_SUFFIXES,
     LoadResult,
@@ -40,6 +38,8 @@ from egress_xds.model.load import (
     unreadable,
 )
 from egress_xds.model.objects import ObjectKey, TopLevel
+from egress_xds.sources.watch import Root
+from egress_xds.sources.watch import watch as watch_events
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +108,7 @@ class FileSource:
     """The manifests below ``paths``, parsed per file and cached."""
 
     paths: Sequence[str | os.PathLike[str]]
+    watcher: str = "auto"  # how ``watch`` watches: see ``egress_xds.sources.watch.watch``
     files: dict[str, FileState] = field(default_factory=dict)
     generation: int = 0  # bumped whenever the merged result may have changed
     # For ``result``: per file, the effective result last counted and its object keys, and
@@ -140,9 +141,9 @@ class FileSource:
                 self._defined_twice.discard(key)
 
     def hint(self, events: Iterable[tuple[object, str]]) -> None:
-        """Filesystem events (watchfiles' (change, path)) for the next ``scan``: when every
-        path is a manifest file the listing would name, only those files are looked at;
-        anything else (a directory, a symlink, a hidden entry such as a ConfigMap's ``..data``
+        """Filesystem events, (change, path) pairs from ``egress_xds.sources.watch``, for
+        the next ``scan``: when every path is a manifest file the listing would name, only
+        those files are looked at; anything else (a directory, a symlink, a hidden entry such as a ConfigMap's ``..data``
         swap, a path outside the roots, a big batch) makes the next scan a full one."""
         events = list(events)
         with self._hints_lock:
@@ -293,38 +294,39 @@ class FileSource:
         diffing every object of the world (``Translator.load``'s ``changes``)."""
         return self._changes
 
-    def watch_roots(self) -> list[Path]:
+    def watch_roots(self) -> list[Root]:
+        """A directory given is watched with everything below it; a file given, through
+        its parent directory alone."""
         roots = []
         for raw in self.paths:
             path = Path(raw)
-            roots.append(path if path.is_dir() else path.parent)
+            root = Root(str(path), True) if path.is_dir() else Root(str(path.parent), False)
+            if root not in roots:
+                roots.append(root)
         return roots
 
     async def watch(self, on_change: Callable[[], Awaitable[object]], stop: asyncio.Event) -> None:
-        """Call ``on_change`` (awaited) after each batch of filesystem changes until ``stop``.
+        """Call ``on_change`` (awaited) after each burst of filesystem changes until ``stop``.
 
         ``on_change`` is expected to call ``scan()`` itself (e.g. in a worker thread)."""
         dirty = asyncio.Event()
 
-        async def events() -> None:
-            async for batch in watchfiles.awatch(*self.watch_roots(), stop_event=stop,
-                                                 watch_filter=None, debounce=200, step=5,
-                                                 recursive=True, yield_on_timeout=False):
-                log.debug("filesystem events", extra={"events": len(batch)})
-                self.hint(batch)
-                dirty.set()
+        def deliver(batch: list[tuple[object, str]]) -> None:
+            log.debug("filesystem events", extra={"events": len(batch)})
+            self.hint(batch)
+            dirty.set()
 
-        watcher = asyncio.create_task(events())
+        events = asyncio.create_task(watch_events(self.watch_roots(), deliver, stop, self.watcher))
         stopper = asyncio.create_task(stop.wait())
         try:
             while not stop.is_set():
                 waiter = asyncio.create_task(dirty.wait())
-                done, _ = await asyncio.wait({waiter, stopper, watcher},
+                done, _ = await asyncio.wait({waiter, stopper, events},
                                              return_when=asyncio.FIRST_COMPLETED)
                 if waiter not in done:
                     waiter.cancel()
-                    if watcher in done and not stop.is_set():
-                        watcher.result()  # surface why the watcher died
+                    if events in done and not stop.is_set():
+                        events.result()  # surface why the watcher died
                     break
                 dirty.clear()
                 try:
@@ -333,4 +335,4 @@ class FileSource:
                     log.exception("reload failed")
         finally:
             stopper.cancel()
-            watcher.cancel()
+            events.cancel()

@@ -27,13 +27,14 @@ spec: {{trafficPolicy: {policy}}}
 """
 
 
-@pytest.fixture
-async def server(tmp_path: Path) -> AsyncIterator[Server]:
+@pytest.fixture(params=["inotify", "watchfiles"])
+async def server(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[Server]:
     manifests = tmp_path / "manifests"
     manifests.mkdir()
     (manifests / "net.yaml").write_text(NET.format(name="internet", policy="Allow"))
     srv = Server(ServeConfig(manifests=[str(manifests)], ads_listen="127.0.0.1:0",
-                             debug_listen="127.0.0.1:0", options=TranslatorOptions(outbound_port=15001)))
+                             debug_listen="127.0.0.1:0", options=TranslatorOptions(outbound_port=15001),
+                             watcher=request.param))
     await srv.start()
     try:
         yield srv
