@@ -43,6 +43,9 @@ MAX_LABEL = 256
 
 # A line that starts a YAML document: everything before it is whole documents.
 _DOCUMENT_START = re.compile(r"^---(?=[ \t\r\n]|$)", re.MULTILINE)
+_DOCUMENT_SPLIT = re.compile(r"^(?=---(?:[ \t\r\n]|$))", re.MULTILINE)
+# What makes cutting a text at its ``---`` lines unsafe: a directive, a document end marker.
+_SPLIT_BLOCKERS = re.compile(r"^(?:%|\.\.\.(?=[ \t\r\n]|$))", re.MULTILINE)
 
 _TIMESTAMP_TAG = "tag:yaml.org,2002:timestamp"
 # libyaml's C parser when PyYAML has it: about 10x faster on large manifests.
@@ -87,11 +90,19 @@ class LoadError:
         }
 
 
+# One file's documents as its last split parse read them: document text -> (objects,
+# notices) of that document, in file order (see ``load_bytes``).
+Documents = dict[str, tuple[tuple[TopLevel, ...], tuple[str, ...]]]
+
+
 @dataclass
 class LoadResult:
     objects: list[TopLevel] = field(default_factory=list)
     errors: list[LoadError] = field(default_factory=list)
     notices: list[str] = field(default_factory=list)
+    # Set by a split parse (``load_bytes`` given the previous result): the next parse of the
+    # file reuses the objects of every document whose text is unchanged.
+    documents: Documents | None = field(default=None, compare=False, repr=False)
 
     def extend(self, other: LoadResult) -> None:
         self.objects.extend(other.objects)
@@ -282,6 +293,25 @@ def _documents_before(text: str, index: int) -> str:
     return text[:starts[-1]] if starts else ""
 
 
+def _read_document(doc: Any, file: str, aliases: bool) -> tuple[list[TopLevel], list[LoadError], list[str]]:
+    """One decoded YAML document -> (objects, errors, notices)."""
+    objects: list[TopLevel] = []
+    notices: list[str] = []
+    refused: list[tuple[Any, str, str]] = []
+    if aliases:
+        doc, refused = _screen(doc)
+    errors = [_shape_error(item, file, field, message) for item, field, message in refused]
+    for item in _flatten(doc):
+        obj, error, notice = parse_document(item, file)
+        if obj is not None:
+            objects.append(obj)
+        if error is not None:
+            errors.append(error)
+        if notice is not None:
+            notices.append(notice)
+    return objects, errors, notices
+
+
 def parse_text(text: str, file: str) -> LoadResult:
     """Parse one file's text. A syntax error rejects the documents from the error on."""
     result = LoadResult()
@@ -290,18 +320,9 @@ def parse_text(text: str, file: str) -> LoadResult:
     aliases = not file.endswith(".json") and "&" in text
     try:
         for index, doc in _iter_documents(text, file):
-            refused: list[tuple[Any, str, str]] = []
-            if aliases:
-                doc, refused = _screen(doc)
-            errors = [_shape_error(item, file, field, message) for item, field, message in refused]
-            for item in _flatten(doc):
-                obj, error, notice = parse_document(item, file)
-                if obj is not None:
-                    result.objects.append(obj)
-                if error is not None:
-                    errors.append(error)
-                if notice is not None:
-                    result.notices.append(notice)
+            objects, errors, notices = _read_document(doc, file, aliases)
+            result.objects += objects
+            result.notices += notices
             for error in errors:
                 if not error.name:  # nothing else identifies it: say which document
                     error = replace(error, message=f"document {index + 1}: {error.message}")
@@ -319,6 +340,48 @@ def parse_text(text: str, file: str) -> LoadResult:
         result.errors.append(LoadError(file, "", "", "", "", f"cannot parse: {detail}"))
     except RecursionError:  # json's decoder on thousands of nested brackets
         result.errors.append(LoadError(file, "", "", "", "", "cannot parse: nested too deeply"))
+    return result
+
+
+def split_documents(text: str) -> list[str] | None:
+    """``text`` cut before each ``---`` line, or None when cutting could change what it
+    means or the documents are not all different: directives (``%YAML``, ``%TAG``) and
+    ``...`` end markers reach across the cut. A ``---`` at the start of a line ends any
+    scalar or collection before it, so every piece is parsed as it is in the whole text."""
+    if _SPLIT_BLOCKERS.search(text):
+        return None
+    pieces = [piece for piece in _DOCUMENT_SPLIT.split(text) if piece]
+    return pieces if len(set(pieces)) == len(pieces) else None
+
+
+def parse_split(text: str, file: str, previous: Documents) -> LoadResult | None:
+    """Parse ``text`` document by document, reusing ``previous``'s objects and notices for
+    every document whose text is unchanged; None when the text cannot be split
+    (``split_documents``) or a document has any error, which only the whole-text parse
+    reports exactly (line numbers, document numbers, documents after a syntax error)."""
+    pieces = split_documents(text)
+    if pieces is None:
+        return None
+    result = LoadResult(documents={})
+    assert result.documents is not None
+    for piece in pieces:
+        known = previous.get(piece)
+        if known is None:
+            objects: list[TopLevel] = []
+            notices: list[str] = []
+            try:
+                for doc in yaml.load_all(piece, Loader=_Loader):  # noqa: S506 (a safe loader)
+                    found, errors, said = _read_document(doc, file, "&" in piece)
+                    if errors:
+                        return None
+                    objects += found
+                    notices += said
+            except (yaml.YAMLError, ValueError, RecursionError):
+                return None
+            known = (tuple(objects), tuple(notices))
+        result.documents[piece] = known
+        result.objects += known[0]
+        result.notices += known[1]
     return result
 
 
@@ -396,8 +459,14 @@ def load_file(path: Path) -> LoadResult:
     return load_bytes(raw, str(path))
 
 
-def load_bytes(raw: bytes, file: str) -> LoadResult:
-    """Parse the bytes read from ``file``; the objects remember that file."""
+def load_bytes(raw: bytes, file: str, previous: LoadResult | None = None) -> LoadResult:
+    """Parse the bytes read from ``file``; the objects remember that file.
+
+    With ``previous`` (the file's last result: it changed), the text is parsed document by
+    document (``parse_split``), and the documents unchanged since the split parse before
+    keep their objects: an edit to one object of a file of thousands costs one document,
+    not the file. A first load parses the whole text at once (one loader per file is ~14%
+    faster over many documents); so does any text that has an error."""
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as err:
@@ -407,7 +476,10 @@ def load_bytes(raw: bytes, file: str) -> LoadResult:
         result = parse_text(prefix, file) if prefix else LoadResult()
         result.errors.append(LoadError(file, "", "", "", "", f"cannot read: {err}"))
     else:
-        result = parse_text(text, file)
+        split = None
+        if previous is not None and not file.endswith(".json"):
+            split = parse_split(text, file, previous.documents or {})
+        result = split if split is not None else parse_text(text, file)
     for obj in result.objects:
         obj._source_file = file
     return result

@@ -30,6 +30,7 @@ from pathlib import Path
 
 from egress_xds.model.load import (
     MANIFEST_SUFFIXES,
+    Documents,
     LoadResult,
     load_bytes,
     manifest_files,
@@ -78,8 +79,23 @@ def reuse_unchanged(new: LoadResult, previous: LoadResult | None) -> LoadResult:
     objects = []
     for obj in new.objects:
         old = before.get(obj.key)
-        objects.append(old if old is not None and old == obj else obj)
-    return LoadResult(objects=objects, errors=new.errors, notices=new.notices)
+        objects.append(old if old is not None and (old is obj or old == obj) else obj)
+    return LoadResult(objects=objects, errors=new.errors, notices=new.notices,
+                      documents=_rebased(new.documents, objects))
+
+
+def _rebased(documents: Documents | None, objects: list[TopLevel]) -> Documents | None:
+    """``documents`` holding ``objects`` (the same objects in the same order, some replaced
+    by equal ones in force): a document reused next time then hands over the very object in
+    force, and ``reuse_unchanged`` has nothing to compare."""
+    if documents is None:
+        return None
+    rebased: Documents = {}
+    at = 0
+    for text, (held, notices) in documents.items():
+        rebased[text] = (tuple(objects[at:at + len(held)]), notices)
+        at += len(held)
+    return rebased if at == len(objects) else None
 
 
 def keep_previous(new: LoadResult, previous: LoadResult | None, file: str) -> LoadResult:
@@ -233,7 +249,8 @@ class FileSource:
             if (state is not None and fingerprint is None and content is None
                     and state.fingerprint is None and state.content is None):
                 continue  # still a dangling symlink: already reported
-            parsed = load_bytes(raw, key) if raw is not None else unreadable(key, failure)
+            parsed = (load_bytes(raw, key, state.parsed if state else None) if raw is not None
+                      else unreadable(key, failure))
             parsed = reuse_unchanged(parsed, state.effective if state else None)
             effective = keep_previous(parsed, state.effective if state else None, key)
             self.files[key] = FileState(fingerprint, content, parsed, effective)
