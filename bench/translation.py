@@ -9,7 +9,9 @@ dropped (median of 3); a rebuild, after a one-route change in one namespace and 
 global EgressNetwork change, hands the translator the change as the file source does
 (unchanged objects of the edited file keep their identity; ``load(objects, changes)``), asks
 ``changed()`` which namespaces to rebuild and builds only those. Encoding into
-snapshots (``cache.Snapshot``) and YAML parsing are reported beside it. Then ``serve`` on the
+snapshots (``cache.Snapshot``) and YAML parsing are reported beside it. The big world kept
+in a single file: how long the file source takes to rescan it after a one-route edit. Then
+``serve`` on the
 big world: one route edited in ``ns-0007`` (file write) until all 10 streams of that
 namespace ACKed the new listener/routes.
 """
@@ -18,7 +20,9 @@ from __future__ import annotations
 
 import gc
 import statistics
+import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 from bench import world
@@ -30,7 +34,7 @@ from egress_xds.envoy import forget_memoized
 from egress_xds.model.load import LoadResult, parse_text
 from egress_xds.model.objects import TopLevel
 from egress_xds.serve import long_lived_allocations
-from egress_xds.sources.files import reuse_unchanged
+from egress_xds.sources.files import FileSource, reuse_unchanged
 from egress_xds.translate import Translator
 
 EDITED = 7  # the namespace whose route changes
@@ -214,6 +218,41 @@ def push_latency(part: PartResult, n: int, trials: int) -> None:
              + (f"; the first edit after start (not in the figures): {ms(first_edit)}" if first_edit else ""))
 
 
+def one_file_edit(part: PartResult, n: int, trials: int) -> None:
+    """The world of ``n`` namespaces kept in one manifest file: ``FileSource`` (what serve
+    reads with) rescans it after a one-route edit in one namespace. A changed file is parsed
+    document by document, and unchanged documents keep their objects: from the second edit
+    on, only the edited document is parsed (``model.load.parse_split``)."""
+    files = world.files(n, consumers=n // 10)
+    whole = "".join(text if text.startswith("---") else "---\n" + text for _, text in sorted(files.items()))
+    name, _ = world.namespace_edit(EDITED, 0)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "world.yaml"
+        path.write_text(whole)
+        source = FileSource([tmp])
+        with long_lived_allocations():
+            started = time.perf_counter()
+            source.scan()
+            objects = len(source.result().objects)
+            load = time.perf_counter() - started
+        times = []
+        for i in range(-1, trials):  # edit -1: the first, which reads every document once
+            _, text = world.namespace_edit(EDITED, 200 + i)
+            edited = whole.replace(files[name], text)
+            assert edited != whole
+            path.write_text(edited)
+            with long_lived_allocations():
+                started = time.perf_counter()
+                source.scan()
+                source.result()
+                times.append(time.perf_counter() - started)
+        first, rest = times[0], times[1:]
+    part.add(f"{n} ns kept in one file ({objects} objects): rescan after a one-route edit, median "
+             f"of {trials}", f"{ms(statistics.median(rest))}",
+             note=f"read + parse + merge, the translation not included; the first edit after the load: "
+                  f"{first:.2f} s (every document read once); the load: {load:.2f} s")
+
+
 def run(part: PartResult, quick: bool) -> None:
     sizes = [10, 100] if quick else [10, 100, 1000]
     results = []
@@ -238,4 +277,5 @@ def run(part: PartResult, quick: bool) -> None:
                  " / ".join(f"{fitted_exponent(ns, [r[k] for r in results]):.2f}"
                             for k in ("full", "ns_rebuild", "global_rebuild")),
                  note="1.0 = linear; a one-namespace rebuild should ideally not grow with the world (k ~ 0)")
+    one_file_edit(part, sizes[-1], trials=3 if quick else 5)
     push_latency(part, sizes[-1], trials=5 if quick else 20)
