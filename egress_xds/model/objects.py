@@ -11,6 +11,7 @@ backends, conflicts) are statuses computed by ``resolve``.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from datetime import datetime
@@ -135,8 +136,10 @@ class TopLevel(_Frozen):
     def source_file(self) -> str:
         return self._source_file
 
-    @property
+    @functools.cached_property
     def key(self) -> ObjectKey:
+        """Computed once: the object is frozen, and a rescan of a big file asks each object
+        for its key several times (merge, duplicate counts, reuse)."""
         return ObjectKey(self.kind, self.metadata.namespace, self.metadata.name)
 
     @property
