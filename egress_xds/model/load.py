@@ -312,8 +312,10 @@ def _read_document(doc: Any, file: str, aliases: bool) -> tuple[list[TopLevel], 
     return objects, errors, notices
 
 
-def parse_text(text: str, file: str) -> LoadResult:
-    """Parse one file's text. A syntax error rejects the documents from the error on."""
+def parse_text(text: str, file: str, per_document: list[tuple[list[TopLevel], list[str]]] | None = None
+               ) -> LoadResult:
+    """Parse one file's text. A syntax error rejects the documents from the error on.
+    ``per_document``, when given, gets each document's (objects, notices) in order."""
     result = LoadResult()
     # Aliases need an anchor ("&name"): without one a document is a tree no bigger than its
     # text, nested at most 1000 levels (libyaml's limit), and the walk is skipped.
@@ -321,6 +323,8 @@ def parse_text(text: str, file: str) -> LoadResult:
     try:
         for index, doc in _iter_documents(text, file):
             objects, errors, notices = _read_document(doc, file, aliases)
+            if per_document is not None:
+                per_document.append((objects, notices))
             result.objects += objects
             result.notices += notices
             for error in errors:
@@ -354,14 +358,29 @@ def split_documents(text: str) -> list[str] | None:
     return pieces if len(set(pieces)) == len(pieces) else None
 
 
-def parse_split(text: str, file: str, previous: Documents) -> LoadResult | None:
-    """Parse ``text`` document by document, reusing ``previous``'s objects and notices for
-    every document whose text is unchanged; None when the text cannot be split
-    (``split_documents``) or a document has any error, which only the whole-text parse
-    reports exactly (line numbers, document numbers, documents after a syntax error)."""
-    pieces = split_documents(text)
-    if pieces is None:
+def documents_of(pieces: list[str], per_document: list[tuple[list[TopLevel], list[str]]]) -> Documents | None:
+    """The ``Documents`` of a whole-text parse without errors: each piece of
+    ``split_documents`` paired with the document it holds. A piece that starts with ``---``
+    holds exactly one document; the first piece may hold none (comments, blank lines),
+    which is checked; any other count means no pairing (None)."""
+    if len(per_document) == len(pieces) - 1 and pieces and not pieces[0].startswith("---"):
+        try:
+            if list(yaml.load_all(pieces[0], Loader=_Loader)):  # noqa: S506 (a safe loader)
+                return None
+        except yaml.YAMLError:
+            return None
+        per_document = [([], []), *per_document]
+    if len(per_document) != len(pieces):
         return None
+    return {piece: (tuple(objects), tuple(notices))
+            for piece, (objects, notices) in zip(pieces, per_document, strict=True)}
+
+
+def parse_split(pieces: list[str], file: str, previous: Documents) -> LoadResult | None:
+    """Parse a text's ``pieces`` (``split_documents``) one by one, reusing ``previous``'s
+    objects and notices for every piece whose text is unchanged; None when a document has
+    any error, which only the whole-text parse reports exactly (line numbers, document
+    numbers, documents after a syntax error)."""
     result = LoadResult(documents={})
     assert result.documents is not None
     for piece in pieces:
@@ -462,11 +481,13 @@ def load_file(path: Path) -> LoadResult:
 def load_bytes(raw: bytes, file: str, previous: LoadResult | None = None) -> LoadResult:
     """Parse the bytes read from ``file``; the objects remember that file.
 
-    With ``previous`` (the file's last result: it changed), the text is parsed document by
-    document (``parse_split``), and the documents unchanged since the split parse before
-    keep their objects: an edit to one object of a file of thousands costs one document,
-    not the file. A first load parses the whole text at once (one loader per file is ~14%
-    faster over many documents); so does any text that has an error."""
+    The result remembers which objects each document's text gave (``documents``). With
+    ``previous`` (the file's last result: it changed), when at least half the documents are
+    unchanged, only the changed ones are parsed (``parse_split``) and the others keep their
+    objects: an edit to one object of a file of thousands costs one document, not the file.
+    Otherwise the whole text is parsed at once (one loader per file is ~14% faster over many
+    documents); so is any text that has an error, or that cannot be cut into documents
+    (``split_documents``)."""
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as err:
@@ -476,10 +497,18 @@ def load_bytes(raw: bytes, file: str, previous: LoadResult | None = None) -> Loa
         result = parse_text(prefix, file) if prefix else LoadResult()
         result.errors.append(LoadError(file, "", "", "", "", f"cannot read: {err}"))
     else:
+        pieces = None if file.endswith(".json") else split_documents(text)
+        known = previous.documents if previous is not None else None
         split = None
-        if previous is not None and not file.endswith(".json"):
-            split = parse_split(text, file, previous.documents or {})
-        result = split if split is not None else parse_text(text, file)
+        if pieces is not None and known and 2 * sum(piece in known for piece in pieces) >= len(pieces):
+            split = parse_split(pieces, file, known)
+        if split is not None:
+            result = split
+        else:
+            per_document: list[tuple[list[TopLevel], list[str]]] = []
+            result = parse_text(text, file, per_document)
+            if pieces is not None and not result.errors:
+                result.documents = documents_of(pieces, per_document)
     for obj in result.objects:
         obj._source_file = file
     return result

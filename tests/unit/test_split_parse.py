@@ -1,6 +1,7 @@
-"""A changed manifest file is parsed document by document (``load_bytes`` with the previous
-result): unchanged documents keep their objects, the result equals the whole-text parse, and
-every text a cut could change, or that has an error, is parsed whole."""
+"""A manifest file's result remembers which objects each document's text gave, and a changed
+file is parsed document by document (``load_bytes`` with the previous result): unchanged
+documents keep their objects, the result equals the whole-text parse, and every text a cut
+could change, or that has an error, or that changed mostly, is parsed whole."""
 
 from __future__ import annotations
 
@@ -12,7 +13,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from egress_xds.model import load as load_module
-from egress_xds.model.load import LoadResult, load_bytes, parse_split, parse_text, split_documents
+from egress_xds.model.load import (
+    LoadResult,
+    documents_of,
+    load_bytes,
+    parse_split,
+    parse_text,
+    split_documents,
+)
 from egress_xds.sources.files import FileSource
 from tests.property.profiles import profile
 from tests.unit.manifests import egress, http_route, to_yaml
@@ -59,12 +67,23 @@ def test_every_sample_piece_parses_alone() -> None:
 @given(st.lists(st.sampled_from(PIECES), min_size=1, max_size=8, unique=True))
 def test_a_split_parse_equals_the_whole_parse(pieces: list[str]) -> None:
     text = "".join(p if p.startswith("---") or i == 0 else "---\n" + p for i, p in enumerate(pieces))
-    split = parse_split(text, "f.yaml", {})
+    cut = split_documents(text)
+    assert cut is not None
+    split = parse_split(cut, "f.yaml", {})
     assert split is not None
     same(split, whole(text))
-    again = parse_split(text, "f.yaml", split.documents or {})
+    again = parse_split(cut, "f.yaml", split.documents or {})
     assert again is not None
     assert all(a is b for a, b in zip(again.objects, split.objects, strict=True))
+    # The whole-text parse pairs the same documents with the same objects.
+    per_document: list[tuple[list[Any], list[str]]] = []
+    parse_text(text, "f.yaml", per_document)
+    paired = documents_of(cut, per_document)
+    assert paired is not None and split.documents is not None
+    assert list(paired) == list(split.documents)
+    for piece, (objects, notices) in paired.items():
+        assert [o.model_dump() for o in objects] == [o.model_dump() for o in split.documents[piece][0]]
+        assert notices == split.documents[piece][1]
 
 
 def test_editing_one_document_of_many_parses_that_document_alone(
@@ -73,26 +92,47 @@ def test_editing_one_document_of_many_parses_that_document_alone(
     path = tmp_path / "all.yaml"
     path.write_text(to_yaml(docs))
     source = FileSource([tmp_path])
-    source.scan()
-    docs[117] = http_route("r117", "app", port=8080)
-    path.write_text(to_yaml(docs))
-    source.scan()  # the first edit splits the file: every document is read once
-    first = {o.name: o for o in source.result().objects}
-    documents = source.files[str(path)].parsed.documents or {}
-    held = [o for objects, _notices in documents.values() for o in objects]
-    assert len(held) == 200  # what the next split parse hands over is what is in force
-    assert all(a is b for a, b in zip(held, source.result().objects, strict=True))
-    read = []
+    read: list[dict[str, Any]] = []
     real = load_module._read_document
     monkeypatch.setattr(load_module, "_read_document", lambda doc, *a: read.append(doc) or real(doc, *a))
-    docs[42] = http_route("r42", "app", port=9090)
-    path.write_text(to_yaml(docs))
-    assert source.scan()
-    assert [d["metadata"]["name"] for d in read] == ["r42"]
-    after = {o.name: o for o in source.result().objects}
-    assert [n for n in after if after[n] is not first[n]] == ["r42"]
-    assert after["r42"].spec.parentRefs[0].port == 9090  # type: ignore[attr-defined]
-    same(source.result(), whole(to_yaml(docs)))
+    source.scan()  # the first load parses the whole text and pairs documents with objects
+    assert len(read) == 200
+    for edit, (name, port) in enumerate([("r117", 8080), ("r42", 9090)]):
+        before = {o.name: o for o in source.result().objects}
+        documents = source.files[str(path)].parsed.documents or {}
+        held = [o for objects, _notices in documents.values() for o in objects]
+        assert len(held) == 200  # what the next split parse hands over is what is in force
+        assert all(a is b for a, b in zip(held, source.result().objects, strict=True))
+        read.clear()
+        docs[int(name[1:])] = http_route(name, "app", port=port)
+        path.write_text(to_yaml(docs))
+        assert source.scan()
+        assert [d["metadata"]["name"] for d in read] == [name], f"edit {edit}"
+        after = {o.name: o for o in source.result().objects}
+        assert [n for n in after if after[n] is not before[n]] == [name]
+        assert after[name].spec.parentRefs[0].port == port  # type: ignore[attr-defined]
+        same(source.result(), whole(to_yaml(docs)))
+
+
+def test_a_text_that_mostly_changed_is_parsed_whole_and_paired_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    old = "".join(doc(http_route(f"r{i}", "app")) for i in range(10))
+    new = "".join(doc(http_route(f"r{i}", "app", port=8000 + i)) for i in range(10))
+    previous = load_bytes(old.encode(), "f.yaml")
+    monkeypatch.setattr(load_module, "parse_split", lambda *a: pytest.fail("split parse of a rewritten file"))
+    result = load_bytes(new.encode(), "f.yaml", previous)
+    same(result, whole(new))
+    assert result.documents is not None and list(result.documents) == split_documents(new)
+
+
+def test_a_first_piece_without_a_document_is_paired_with_nothing() -> None:
+    text = "# egress for team app\n\n" + PIECES[0] + PIECES[2]
+    result = load_bytes(text.encode(), "f.yaml")
+    assert result.documents is not None
+    assert [len(objects) for objects, _ in result.documents.values()] == [0, 1, 1]
+    bare = to_yaml([egress("bare", "app")]) + PIECES[2]  # a first document without ---
+    result = load_bytes(bare.encode(), "f.yaml")
+    assert result.documents is not None
+    assert [[o.name for o in objects] for objects, _ in result.documents.values()] == [["bare"], ["r1"]]
 
 
 @pytest.mark.parametrize("text", [
@@ -117,9 +157,16 @@ def test_texts_a_cut_could_change_are_parsed_whole(text: str) -> None:
 def test_a_text_with_an_error_gets_the_whole_parse_errors(bad: str) -> None:
     good = PIECES[0] + PIECES[2]
     previous = load_bytes(good.encode(), "f.yaml")
-    previous = load_bytes(good.encode(), "f.yaml", previous)
     assert previous.documents
     text = PIECES[0] + bad + PIECES[2]
     result = load_bytes(text.encode(), "f.yaml", previous)
     assert result.errors
     same(result, whole(text))
+
+
+def test_documents_are_not_paired_when_the_counts_do_not_add_up() -> None:
+    pieces = ["kind: A\n", "---\nkind: B\n"]
+    assert documents_of(pieces, [([], [])]) is None  # the first piece holds a document: one is missing
+    assert documents_of(pieces, [([], [])] * 3) is None
+    assert documents_of(["# nothing\n", "---\nkind: B\n"], [([], ["n"])]) == {
+        "# nothing\n": ((), ()), "---\nkind: B\n": ((), ("n",))}
