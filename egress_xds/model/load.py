@@ -90,8 +90,8 @@ class LoadError:
         }
 
 
-# One file's documents as its last split parse read them: document text -> (objects,
-# notices) of that document, in file order (see ``load_bytes``).
+# One file's documents as its last parse read them: document text -> (objects, notices) of
+# that document, in file order (see ``load_bytes``).
 Documents = dict[str, tuple[tuple[TopLevel, ...], tuple[str, ...]]]
 
 
@@ -100,8 +100,8 @@ class LoadResult:
     objects: list[TopLevel] = field(default_factory=list)
     errors: list[LoadError] = field(default_factory=list)
     notices: list[str] = field(default_factory=list)
-    # Set by a split parse (``load_bytes`` given the previous result): the next parse of the
-    # file reuses the objects of every document whose text is unchanged.
+    # Set by ``load_bytes`` when the text could be cut into documents and had no error: the
+    # next parse of the file reuses the objects of every document whose text is unchanged.
     documents: Documents | None = field(default=None, compare=False, repr=False)
 
     def extend(self, other: LoadResult) -> None:
