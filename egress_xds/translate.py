@@ -128,8 +128,16 @@ class Translator:
         self._shared_builds = SharedBuilds()
 
     def release_retired(self) -> None:
-        """Free the memos of the worlds replaced since the last call."""
-        self._retired.clear()
+        """Free the memos of the worlds replaced since the last call, one entry at a time.
+        Dropped at once, a full build's memos are one deallocation of 30-40 ms that holds the
+        interpreter: every stream waits (bench part 5). Entry by entry, the thread freeing
+        them yields the interpreter between entries like any Python code."""
+        while self._retired:
+            for memo in self._retired.pop():
+                tables = [memo] if isinstance(memo, dict) else list(vars(memo).values())
+                for table in tables:
+                    while isinstance(table, dict) and table:
+                        table.popitem()
 
     def _claimed(self, changes: tuple[Sequence[TopLevel], Sequence[TopLevel]], count: int
                  ) -> tuple[list[TopLevel], list[TopLevel]] | None:
