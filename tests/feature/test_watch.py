@@ -135,14 +135,28 @@ async def test_a_file_root_watches_its_directory_alone(tmp_path: Path) -> None:
         assert await tree.next() == {str(manifest)}
 
 
+def test_a_big_burst_is_read_in_slices(tmp_path: Path) -> None:
+    tree = InotifyTree([Root(str(tmp_path), True)])
+    try:
+        for i in range(2000):  # ~100 kB of events: more than one slice
+            (tmp_path / f"f{i:04d}.yaml").touch()
+        slices = []
+        while batch := tree.read():
+            slices.append(len(batch))
+        assert len(slices) > 1 and max(slices) <= watch_module.READ_BYTES // 16
+        assert sum(slices) >= 2000
+    finally:
+        tree.close()
+
+
 def test_a_queue_overflow_rescans_every_root(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     roots = [Root(str(tmp_path / "a"), True), Root(str(tmp_path / "b"), False)]
     for root in roots:
         os.mkdir(root.path)
     tree = InotifyTree(roots)
     try:
-        pending = [Event(-1, flags.Q_OVERFLOW, 0, "")]
-        tree.inotify.read = lambda **_: pending  # type: ignore[method-assign]
+        (tmp_path / "a" / "f.yaml").write_text("x")  # something to read; the kernel's queue
+        tree.parse_events = lambda data: [Event(-1, flags.Q_OVERFLOW, 0, "")]  # overflowed meanwhile
         assert [path for _mask, path in tree.read()] == [roots[0].path, roots[1].path]
         assert "inotify queue overflowed" in caplog.text
         source = FileSource([roots[0].path, roots[1].path])
