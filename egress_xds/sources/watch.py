@@ -11,7 +11,9 @@ Two watchers:
   itself (``loop.add_reader``), so a change is seen as soon as the kernel reports it and an
   idle server does no work at all. A burst ends when no event came for ``QUIET_SECONDS``
   (an editor's atomic save, a ``cp -r`` or a ConfigMap swap arrive as one batch) and is
-  delivered at most ``DEBOUNCE_SECONDS`` after its first event.
+  delivered at most ``DEBOUNCE_SECONDS`` after its first event. Events are read in slices,
+  and a storm of them (a rewrite of every manifest) is dropped unread after the first
+  ``STORM_EVENTS``: parsing thousands of events on the loop held it for 60-80 ms.
 - ``watchfiles`` (elsewhere, and when inotify cannot be set up: out of inotify instances or
   watches, ``fs.inotify.max_user_*``): its thread polls for the end of a burst every 5 ms,
   so a change waits ~8 ms before the reload starts (bench part 6); with a 1 ms step it
@@ -33,6 +35,8 @@ log = logging.getLogger(__name__)
 QUIET_SECONDS = 0.001  # events closer together than this belong to one burst
 DEBOUNCE_SECONDS = 0.2  # a burst that goes on is delivered this long after its first event
 READ_BYTES = 16384  # inotify events taken per turn of the event loop (each 16 bytes + name)
+# Events in one burst beyond which the rest is dropped unread (see ``_watch_inotify``).
+STORM_EVENTS = 512
 
 Batch = list[tuple[object, str]]
 
@@ -110,6 +114,27 @@ class InotifyTree:
                     self.inotify.rm_watch(wd)
                 except OSError:
                     pass  # already gone
+
+    def drain(self) -> int:
+        """Drop pending events unread (a storm); the number of bytes dropped."""
+        try:
+            return len(os.read(self.fileno(), 1 << 20))
+        except BlockingIOError:
+            return 0
+
+    def rewatch(self) -> None:
+        """Watch the roots afresh, after events were dropped: the directories below them
+        may have appeared, moved or gone meanwhile. Events of the old watches that are
+        still queued name watch descriptors no longer known, and are skipped."""
+        for wd in list(self.paths):
+            try:
+                self.inotify.rm_watch(wd)
+            except OSError:
+                pass  # already gone
+        self.paths.clear()
+        self.recursive.clear()
+        for root in self.roots:
+            self._watch(root.path, root.recursive)
 
     def read(self) -> Batch:
         """The pending events, at most ``READ_BYTES`` of them (~300): a burst of thousands
@@ -190,29 +215,44 @@ async def watch(roots: Sequence[Root], deliver: Callable[[Batch], None], stop: a
 
 
 async def _watch_inotify(tree: InotifyTree, deliver: Callable[[Batch], None], stop: asyncio.Event) -> None:
+    """Bursts of events as batches. A storm (more than ``STORM_EVENTS`` in one burst: a
+    rewrite of every manifest) is not read event by event: the rest of it is dropped unread,
+    the tree is watched afresh when it ends, and the batch names every root, so the next
+    scan is a full one (as ``FileSource.hint`` decides for any batch over 256 paths)."""
     loop = asyncio.get_running_loop()
     batch: Batch = []
     first = 0.0
+    storm = False
     timer: asyncio.TimerHandle | None = None
 
     def flush() -> None:
-        nonlocal batch, timer
+        nonlocal batch, timer, storm
         timer = None
+        if storm:
+            storm = False
+            tree.rewatch()  # directories may have appeared, moved or gone unseen
+            log.info("a storm of filesystem events: rescanning every manifest",
+                     extra={"events_read": len(batch)})
+            batch += [(0, root.path) for root in tree.roots]
         done, batch = batch, []
         deliver(done)
 
     def readable() -> None:
-        nonlocal first, timer
-        events = tree.read()
-        if not events:
-            return
-        now = loop.time()
-        if not batch:
-            first = now
-        batch.extend(events)
+        nonlocal first, timer, storm
+        if storm or len(batch) >= STORM_EVENTS:
+            storm = True
+            if not tree.drain():
+                return
+        else:
+            events = tree.read()
+            if not events:
+                return
+            if not batch:
+                first = loop.time()
+            batch.extend(events)
         if timer is not None:
             timer.cancel()
-        timer = loop.call_at(min(now + QUIET_SECONDS, first + DEBOUNCE_SECONDS), flush)
+        timer = loop.call_at(min(loop.time() + QUIET_SECONDS, first + DEBOUNCE_SECONDS), flush)
 
     loop.add_reader(tree.fileno(), readable)
     try:

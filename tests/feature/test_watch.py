@@ -149,6 +149,24 @@ def test_a_big_burst_is_read_in_slices(tmp_path: Path) -> None:
         tree.close()
 
 
+async def test_a_storm_is_dropped_unread_then_everything_is_rescanned_and_rewatched(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(watch_module, "STORM_EVENTS", 20)
+    (tmp_path / "old").mkdir()
+    async with running([Root(str(tmp_path), True)]) as tree:
+        for i in range(200):
+            (tmp_path / f"f{i:03d}.yaml").write_text("x")
+        (tmp_path / "new" / "deep").mkdir(parents=True)  # unseen: its events are dropped
+        (tmp_path / "old").rename(tmp_path / "moved")
+        paths = await tree.next()
+        assert str(tmp_path) in paths  # the root: the next scan is a full one
+        assert len(paths) < 200
+        (tmp_path / "new" / "deep" / "f.yaml").write_text("x")  # watched afresh after the storm
+        await tree.until(tmp_path / "new" / "deep" / "f.yaml")
+        (tmp_path / "moved" / "g.yaml").write_text("x")  # under its new name, not the old
+        assert await tree.next() == {str(tmp_path / "moved" / "g.yaml")}
+
+
 def test_a_queue_overflow_rescans_every_root(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     roots = [Root(str(tmp_path / "a"), True), Root(str(tmp_path / "b"), False)]
     for root in roots:
