@@ -159,8 +159,9 @@ class FileSource:
     def hint(self, events: Iterable[tuple[object, str]]) -> None:
         """Filesystem events, (change, path) pairs from ``egress_xds.sources.watch``, for
         the next ``scan``: when every path is a manifest file the listing would name, only
-        those files are looked at; anything else (a directory, a symlink, a hidden entry such as a ConfigMap's ``..data``
-        swap, a path outside the roots, a big batch) makes the next scan a full one."""
+        those files are looked at; anything else (a directory, a symlink, a hidden entry
+        such as a ConfigMap's ``..data`` swap, a path outside the roots, a big batch) makes
+        the next scan a full one."""
         events = list(events)
         with self._hints_lock:
             if self._full or len(events) + len(self._hints or ()) > MAX_HINTS:

@@ -69,8 +69,7 @@ class InotifyTree:
                      | flags.MOVED_FROM | flags.MOVED_TO | flags.DELETE_SELF | flags.MOVE_SELF)
         self.roots = list(roots)
         self.inotify = INotify(nonblocking=True)
-        self.paths: dict[int, str] = {}  # watch descriptor -> directory
-        self.recursive: dict[int, bool] = {}
+        self.watched: dict[int, Root] = {}  # watch descriptor -> directory, and whether below too
         try:
             for root in self.roots:
                 self._watch(root.path, root.recursive, strict=True)
@@ -101,15 +100,13 @@ class InotifyTree:
                     log.error("directory not watched: out of inotify watches "
                               "(raise fs.inotify.max_user_watches)", extra={"directory": path})
                 continue  # gone already: its parent's event makes the next scan a full one
-            self.paths[wd] = path
-            self.recursive[wd] = recursive
+            self.watched[wd] = Root(path, recursive)
 
     def _unwatch_below(self, top: str) -> None:
         """Drop the watches on ``top`` and below (moved away: their paths are stale)."""
-        for wd, path in list(self.paths.items()):
-            if path == top or path.startswith(top + os.sep):
-                del self.paths[wd]
-                self.recursive.pop(wd, None)
+        for wd, watched in list(self.watched.items()):
+            if watched.path == top or watched.path.startswith(top + os.sep):
+                del self.watched[wd]
                 try:
                     self.inotify.rm_watch(wd)
                 except OSError:
@@ -126,13 +123,12 @@ class InotifyTree:
         """Watch the roots afresh, after events were dropped: the directories below them
         may have appeared, moved or gone meanwhile. Events of the old watches that are
         still queued name watch descriptors no longer known, and are skipped."""
-        for wd in list(self.paths):
+        for wd in list(self.watched):
             try:
                 self.inotify.rm_watch(wd)
             except OSError:
                 pass  # already gone
-        self.paths.clear()
-        self.recursive.clear()
+        self.watched.clear()
         for root in self.roots:
             self._watch(root.path, root.recursive)
 
@@ -152,14 +148,13 @@ class InotifyTree:
                 batch += [(event.mask, root.path) for root in self.roots]
                 continue
             if event.mask & f.IGNORED:  # the watched directory went away
-                self.paths.pop(event.wd, None)
-                self.recursive.pop(event.wd, None)
+                self.watched.pop(event.wd, None)
                 continue
-            directory = self.paths.get(event.wd)
+            directory = self.watched.get(event.wd)
             if directory is None:
                 continue  # a watch dropped meanwhile
-            path = os.path.join(directory, event.name) if event.name else directory
-            if event.mask & f.ISDIR and self.recursive.get(event.wd):
+            path = os.path.join(directory.path, event.name) if event.name else directory.path
+            if event.mask & f.ISDIR and directory.recursive:
                 if event.mask & f.MOVED_FROM:
                     self._unwatch_below(path)
                 elif event.mask & (f.CREATE | f.MOVED_TO):
@@ -200,7 +195,7 @@ async def watch(roots: Sequence[Root], deliver: Callable[[Batch], None], stop: a
                     raise
                 reason = f"{err.strerror} (fs.inotify.max_user_instances / max_user_watches)"
         if tree is not None:
-            log.info("watching manifests", extra={"watcher": "inotify", "directories": len(tree.paths)})
+            log.info("watching manifests", extra={"watcher": "inotify", "directories": len(tree.watched)})
             try:
                 await _watch_inotify(tree, deliver, stop)
             finally:
