@@ -14,12 +14,30 @@ from __future__ import annotations
 import argparse
 import asyncio
 import pickle
+import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 SERVICE = "envoy.service.discovery.v3.AggregatedDiscoveryService"
+
+
+def start(data: Path) -> tuple[subprocess.Popen[str], str]:
+    """Start the baseline on the pickle ``data``; returns (process, "127.0.0.1:PORT").
+
+    It runs in a session of its own, as ``serve`` does (``bench.common.ServeProcess``): with
+    autogroup scheduling each session is a group that gets an equal share of a contended
+    core, so a baseline left in the benchmark's session would share one share with the
+    client workers while ``serve`` had one to itself."""
+    repo = Path(__file__).resolve().parent.parent
+    proc = subprocess.Popen([sys.executable, "-m", "bench.baseline", "--data", str(data)],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=repo,
+                            start_new_session=True)
+    assert proc.stdout is not None
+    port = int(proc.stdout.readline().strip())
+    return proc, f"127.0.0.1:{port}"
 
 
 def _identity(data: bytes) -> bytes:

@@ -14,17 +14,14 @@ from __future__ import annotations
 
 import pickle
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from bench import world
+from bench import baseline, world
 from bench.clients import ClientPool, captured_bytes, specs, updated_times
 from bench.common import (
-    REPO,
     PartResult,
     ServeProcess,
     atomic_write,
@@ -90,13 +87,9 @@ def measure_baseline(capture: dict[str, Any], namespaces: list[str], count: int,
     mode = "delta" if delta else "sotw"
     data_path = tmp / f"baseline-{mode}-{count}.pickle"
     data_path.write_bytes(pickle.dumps({mode: capture}))
-    proc = subprocess.Popen([sys.executable, "-m", "bench.baseline", "--data", str(data_path)],
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=REPO)
+    proc, address = baseline.start(data_path)
     runs: list[list[float]] = []
     try:
-        assert proc.stdout is not None
-        port = int(proc.stdout.readline().strip())
-        address = f"127.0.0.1:{port}"
         pool = ClientPool(address, specs(namespaces, count, delta), workers=workers)
         try:
             ready, errors, _ = pool.connect(timeout=90)
@@ -140,7 +133,8 @@ def run(part: PartResult, quick: bool, workers: int = 2) -> None:
     part.notes.append(
         f"{workers} client worker processes (spawned, one HTTP/2 connection per stream); this machine "
         "has 2 cores, so clients and server compete for CPU, and the baseline runs under the same "
-        "conditions (same clients, same bytes, same machine, same run).")
+        "conditions (same clients, same bytes, same machine, same run; serve and the baseline each in a "
+        "session, so a scheduling group, of their own, the clients in the benchmark's).")
     part.notes.append(
         f"world: 10 namespaces + {CONSUMERS} consumer namespaces on the global view ({GLOBAL_NETWORKS} "
         f"global EgressNetworks, {GLOBAL_ROUTES} routes); streams spread over the consumer namespaces; "

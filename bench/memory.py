@@ -8,17 +8,15 @@ them. When the big world's ``serve`` of parts 1/5 is running, its idle size is r
 from __future__ import annotations
 
 import pickle
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from bench import world
+from bench import baseline, world
 from bench.bigworld import _current as big_worlds
 from bench.clients import ClientPool, captured_bytes, specs
-from bench.common import REPO, PartResult, ServeProcess, atomic_write, mb, rss_bytes
+from bench.common import PartResult, ServeProcess, atomic_write, mb, rss_bytes
 from bench.fanout import GLOBAL_NETWORKS, GLOBAL_ROUTES, fanout_world
 
 
@@ -77,14 +75,11 @@ def _baseline_rss(tmp: Path, capture: dict[str, Any], namespaces: list[str], cou
         return None
     data = tmp / "baseline.pickle"
     data.write_bytes(pickle.dumps({"sotw": capture}))
-    proc = subprocess.Popen([sys.executable, "-m", "bench.baseline", "--data", str(data)],
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=REPO)
+    proc, address = baseline.start(data)
     try:
-        assert proc.stdout is not None
-        port = int(proc.stdout.readline().strip())
         time.sleep(1.0)
         idle = rss_bytes(proc.pid)
-        pool = ClientPool(f"127.0.0.1:{port}", specs(namespaces, count, False), workers=workers)
+        pool = ClientPool(address, specs(namespaces, count, False), workers=workers)
         try:
             ready, _errors, _ = pool.connect(timeout=120)
             if ready < count:

@@ -247,16 +247,12 @@ def _fetch_once(address: str) -> bytes:
 def _start_baseline(tmp: Path, body: bytes) -> tuple[subprocess.Popen[str], str]:
     import pickle
 
+    from bench import baseline
     from bench.clients import LISTENER
-    from bench.common import REPO
 
     data = tmp / "baseline.pickle"
     data.write_bytes(pickle.dumps({"sotw": {NAMESPACE: {"initial": [(LISTENER, body)], "update": []}}}))
-    proc = subprocess.Popen([sys.executable, "-m", "bench.baseline", "--data", str(data)],
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=REPO)
-    assert proc.stdout is not None
-    port = int(proc.stdout.readline().strip())
-    return proc, f"127.0.0.1:{port}"
+    return baseline.start(data)
 
 
 def _measured(kind: str, target: str, pid: int, seconds: float) -> tuple[float, float, int, float]:

@@ -18,7 +18,10 @@ wakes a namespace's streams oldest first, so there the Envoy is measured twice: 
 older than the others (pushed first), then, after an Envoy restart, newer than all of them
 (pushed last: it waits for the whole fan-out). The 500 simulated sidecars run at nice 19: on
 a cluster they live on other nodes, here they would take the 2 cores from the Envoy and the
-server under test.
+server under test. The nice value is also set on a scheduling group of their own
+(``bench.clients.lower_priority``): with autogroup scheduling a plain ``os.nice`` ranks a
+process only within its session, and ``serve`` and Envoy each run in one of their own, so
+until 2026-11-27 the niced clients still took half of a contended core from them.
 """
 
 from __future__ import annotations
@@ -77,8 +80,9 @@ def run(part: PartResult, quick: bool) -> None:
     count = 50 if quick else 500
     part.notes.append(
         "each trial writes one HTTPRoute file and removes it after its first 200 (every trial adds one route to "
-        "the same world); the other streams are 2 client processes at nice 19 (sidecars of other nodes: they "
-        "must not take the cores from the Envoy and serve under test), wildcard SotW like the Envoy")
+        "the same world); the other streams are 2 client processes at nice 19, each in a scheduling group of its "
+        "own niced to 19 (sidecars of other nodes: they must not take the cores from the Envoy and serve under "
+        "test; bench.clients.lower_priority), wildcard SotW like the Envoy")
     # (other streams, their namespaces): none; elsewhere (not reached by the change); here.
     others = [(0, []), (count, [f"bench-other-{i:02d}" for i in range(50)]), (count, [NAMESPACE])]
     with tempfile.TemporaryDirectory(prefix="bench-prop-") as tmpdir, Lab() as lab:
