@@ -20,7 +20,7 @@ from typing import Any
 
 from bench import world
 from bench.bigworld import big_world
-from bench.common import PartResult, ms, percentile, serve_supports
+from bench.common import PartResult, event_time, ms, percentile, serve_supports
 
 PROBE_ROUTE = "egress|probe/deny|80"
 
@@ -80,21 +80,27 @@ def run(part: PartResult, quick: bool) -> None:
     offset = serve.log_offset()
     t_write = time.time()
     variant = 1000 + int(time.time()) % 1000
+    t_last = t_write
     for i in range(n):  # every namespace changes: a full rebuild
         name, text = world.namespace_edit(i, variant)
         tmp = bw.manifests / ("." + name + ".tmp")
         tmp.write_text(text)
+        t_last = time.time()
         os.replace(tmp, bw.manifests / name)
     t_written = time.time()
+    # The watcher may split the writes over several reloads, and a reload's scan reads
+    # files still being written. The rebuild is over when the last reload ended after the
+    # last file was replaced, no scan found changes since (it would log "manifest file
+    # loaded" before its own "config reloaded") and a second went by.
     reloads: list[dict[str, Any]] = []
     deadline = time.time() + budget - 6
-    quiet_since = None
     while time.time() < deadline:
-        reloads = [e for e in serve.events(offset) if e.get("event") == "config reloaded"]
-        if reloads:
-            quiet_since = quiet_since or time.time()
-            if time.time() - quiet_since > 2.0:
-                break
+        events = serve.events(offset)
+        last = max((i for i, e in enumerate(events) if e.get("event") == "config reloaded"), default=-1)
+        reloads = [e for e in events if e.get("event") == "config reloaded"]
+        if last >= 0 and event_time(events[last]) >= t_last and time.time() - event_time(events[last]) > 1.0 \
+                and not any(e.get("event") == "manifest file loaded" for e in events[last + 1:]):
+            break
         time.sleep(0.2)
     t_done = time.time()
     stop.set()
