@@ -319,6 +319,7 @@ class Stream:
         self.peer = peer
         self.connected_at = time.time()
         self.types: dict[str, TypeState] = {}
+        self._order: list[str] | None = None
         self.wake = asyncio.Event()
         self.closed = False
         self.nacks: list[str] = []  # type URLs NACKed since the writer last looked (metrics)
@@ -338,6 +339,7 @@ class Stream:
         st = self.types.get(type_url)
         if st is None:
             st = self.types[type_url] = TypeState(type_url)
+            self._order = None
         return st
 
     # ---- requests -------------------------------------------------------------------------
@@ -453,8 +455,12 @@ class Stream:
     # ---- responses ------------------------------------------------------------------------
 
     def order(self) -> list[str]:
-        rest = sorted(t for t in self.types if t not in PUSH_ORDER)
-        return [t for t in PUSH_ORDER if t in self.types] + rest
+        """The stream's type URLs in push order (rule 8), then the others sorted; computed
+        again only when a type is added."""
+        if self._order is None:
+            rest = sorted(t for t in self.types if t not in PUSH_ORDER)
+            self._order = [t for t in PUSH_ORDER if t in self.types] + rest
+        return self._order
 
     def target(self, st: TypeState, snapshot: Snapshot) -> Target:
         """What the proxy should hold for ``st`` now."""
@@ -517,6 +523,12 @@ class Stream:
                 yield type_url, body, first
 
     def _sotw_response(self, st: TypeState, snapshot: Snapshot) -> bytes | None:
+        if (st.wildcard and not st.answer_first and st.acked is st.held
+                and st.version_acked == snapshot.type_version(st.type_url)):
+            # Nothing to send, decided without planning (most streams, most types, in a
+            # fan-out): the proxy acked exactly the snapshot's set (versions are content
+            # hashes), so no cluster is retained for it either (rule 8).
+            return None
         target = self.target(st, snapshot)
         version = target.version
         if not st.answer_first and (version == st.version_acked or version == st.nacked_version):
@@ -547,6 +559,9 @@ class Stream:
         return resources + trailer
 
     def _delta_response(self, st: TypeState, snapshot: Snapshot) -> bytes | None:
+        if (st.wildcard and not st.answer_first and st.acked is st.held
+                and st.held_version == snapshot.type_version(st.type_url)):
+            return None  # as in _sotw_response: the proxy holds exactly the snapshot's set
         target = self.target(st, snapshot)
         version = target.version
         if st.wildcard and not st.answer_first and st.held_version == version:
