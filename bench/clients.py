@@ -179,7 +179,7 @@ async def _worker(conn: multiprocessing.connection.Connection, address: str, tod
             return
 
 
-def lower_priority(nice: int) -> str:
+def lower_priority(nice: int) -> None:
     """Make this process yield the CPU to the server and Envoy under test, for real.
 
     ``os.nice`` alone does not: with autogroup scheduling (Linux's default on desktops and
@@ -187,16 +187,15 @@ def lower_priority(nice: int) -> str:
     process within its session's group, and groups share the cores equally. ``serve`` and
     Envoy each run in a session of their own, so workers niced in the benchmark's session
     still took half of a contended core from them. A session of its own whose group is
-    niced (``/proc/self/autogroup``) makes the priority hold across groups. Returns how it
-    was lowered, for the part's notes."""
+    niced (``/proc/self/autogroup``) makes the priority hold across groups; without
+    autogroup the plain nice value already does."""
     os.nice(nice)
     try:
         os.setsid()
         with open("/proc/self/autogroup", "w") as f:
             f.write(str(nice))
-    except OSError:  # no autogroup: the plain nice value already holds
-        return f"nice {nice}"
-    return f"nice {nice}, in a scheduling group of its own at nice {nice}"
+    except OSError:
+        pass
 
 
 def _worker_main(conn: multiprocessing.connection.Connection, address: str, todo: list[Spec],
