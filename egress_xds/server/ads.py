@@ -319,7 +319,7 @@ class Stream:
         self.peer = peer
         self.connected_at = time.time()
         self.types: dict[str, TypeState] = {}
-        self._order: list[str] | None = None
+        self._order: tuple[str, ...] | None = None
         self.wake = asyncio.Event()
         self.closed = False
         self.nacks: list[str] = []  # type URLs NACKed since the writer last looked (metrics)
@@ -454,12 +454,12 @@ class Stream:
 
     # ---- responses ------------------------------------------------------------------------
 
-    def order(self) -> list[str]:
+    def order(self) -> tuple[str, ...]:
         """The stream's type URLs in push order (rule 8), then the others sorted; computed
         again only when a type is added."""
         if self._order is None:
             rest = sorted(t for t in self.types if t not in PUSH_ORDER)
-            self._order = [t for t in PUSH_ORDER if t in self.types] + rest
+            self._order = (*(t for t in PUSH_ORDER if t in self.types), *rest)
         return self._order
 
     def target(self, st: TypeState, snapshot: Snapshot) -> Target:
