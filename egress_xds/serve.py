@@ -444,8 +444,14 @@ class Server:
         self._stop_watch.set()
         self.ads.close()
         self.admin.close()
+        # The ADS streams end themselves (status OK) before gRPC shuts down: a call still
+        # open when the shutdown begins may be cancelled by gRPC instead (its debug log said
+        # "RPC cancelled" after our "stopped"). Waiting and stopping share one grace period.
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.config.shutdown_grace
+        await self.ads.wait_closed(self.config.shutdown_grace)
         if self._grpc is not None:
-            await self._grpc.stop(self.config.shutdown_grace)
+            await self._grpc.stop(max(0.0, deadline - loop.time()))
         if self._admin_grpc is not None:
             await self._admin_grpc.stop(self.config.shutdown_grace)
         if self._watcher is not None:

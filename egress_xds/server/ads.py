@@ -701,6 +701,8 @@ class AdsServer:
         self._ids = itertools.count(1)
         self._closing = False
         self._active = 0  # handlers running, including streams not yet past their first request
+        self._idle = asyncio.Event()  # set while no handler runs (``wait_closed``)
+        self._idle.set()
 
     def handler(self) -> grpc.GenericRpcHandler:
         return grpc.method_handlers_generic_handler(SERVICE, {
@@ -719,6 +721,15 @@ class AdsServer:
         for stream in list(self.streams.values()):
             stream.closed = True
             stream.wake.set()
+
+    async def wait_closed(self, timeout: float) -> bool:
+        """After ``close``: wait at most ``timeout`` seconds until every stream's handler has
+        returned (so each stream ends with status OK); True if they all did."""
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
 
     def describe(self) -> list[dict[str, Any]]:
         return [s.describe(self.cache.get_snapshot(s.namespace))
@@ -741,10 +752,13 @@ class AdsServer:
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
                                 f"egress-xds serves at most {limit} ADS streams (--max-streams)")
         self._active += 1
+        self._idle.clear()
         try:
             await self._serve_stream(requests, context, delta)
         finally:
             self._active -= 1
+            if not self._active:
+                self._idle.set()
 
     async def _serve_stream(self, requests: AsyncIterator[Any], context: grpc.aio.ServicerContext,
                             delta: bool) -> None:

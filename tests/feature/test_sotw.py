@@ -275,3 +275,39 @@ async def test_a_stream_never_gets_the_same_nonce_twice(xds):
     await client.ack(again, names=["r1"])
     await client.nothing()
     assert xds.ads.describe()[0]["types"]["routes"]["state"] == "SYNCED"
+
+
+async def test_close_ends_every_stream_with_status_ok_before_the_server_stops(xds):
+    # serve's shutdown: ads.close(), then wait_closed() before gRPC's own shutdown starts,
+    # so no stream is left for gRPC to cancel.
+    xds.set("ns1", world())
+    client, other = xds.client(), xds.client(delta=True)
+    await client.send(node=node("ns1"), type_url=CLUSTER)
+    await client.ack(await client.recv())
+    await other.send(node=node("ns1"), type_url=CLUSTER)
+    await other.ack(await other.recv())
+    assert len(xds.ads.describe()) == 2
+    xds.ads.close()
+    assert await xds.ads.wait_closed(3)
+    for c in (client, other):
+        await asyncio.wait_for(c.done.wait(), 3)
+        assert c.error is None  # the stream ended with status OK, not CANCELLED
+        assert await c.call.code() == grpc.StatusCode.OK
+    assert xds.ads.describe() == []
+
+
+async def test_wait_closed_gives_up_after_its_timeout(xds):
+    # A stream that never sends its first request has no state to close: its handler waits.
+    client = xds.client()
+    await eventually_active(xds.ads)
+    xds.ads.close()
+    assert not await xds.ads.wait_closed(0.2)
+    await client.close()
+    assert await xds.ads.wait_closed(3)
+
+
+async def eventually_active(ads, timeout: float = 3.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not ads._active:
+        assert asyncio.get_running_loop().time() < deadline, "the stream never reached the server"
+        await asyncio.sleep(0.01)
