@@ -15,6 +15,7 @@ import os
 import platform
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import time
@@ -131,6 +132,29 @@ def machine() -> dict[str, str]:
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "kernel": platform.release(),
     }
+
+
+def _reference_work() -> int:
+    """A fixed pure-Python workload in the translator's style: tuples, dicts, f-strings, a
+    sort with a key function, bytes joined."""
+    rows: list[tuple[tuple[str, int, str], dict[str, Any]]] = []
+    for i in range(20_000):
+        key = (f"ns-{i % 1000:04d}", i % 7, f"route-{i}")
+        rows.append((key, {"port": i % 65_535, "name": "|".join(map(str, key))}))
+    rows.sort(key=lambda r: (r[0][1], r[1]["name"]))
+    return len(b"".join(str(r[1]["name"]).encode() for r in rows))
+
+
+def speed_reference(reps: int = 7) -> float:
+    """Seconds (median of ``reps``) the fixed workload ``_reference_work`` takes now: how fast
+    this machine runs Python at this moment. Its speed drifts by up to 2x between runs, so a
+    CPU-bound figure is best read next to this one (or as a multiple of it)."""
+    times = []
+    for _ in range(reps):
+        started = time.perf_counter()
+        _reference_work()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
 
 
 def rss_bytes(pid: int) -> int:

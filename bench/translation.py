@@ -28,7 +28,7 @@ from typing import Any
 from bench import world
 from bench.bigworld import big_world
 from bench.clients import ClientPool, specs, updated_times
-from bench.common import PartResult, atomic_write, fitted_exponent, ms, percentile
+from bench.common import PartResult, atomic_write, fitted_exponent, ms, percentile, speed_reference
 from egress_xds.cache import Snapshot
 from egress_xds.envoy import forget_memoized
 from egress_xds.model.load import LoadResult, parse_text
@@ -257,8 +257,12 @@ def one_file_edit(part: PartResult, n: int, trials: int) -> None:
 def run(part: PartResult, quick: bool) -> None:
     sizes = [10, 100] if quick else [10, 100, 1000]
     results = []
+    reference: tuple[float, float] | None = None
     for n in sizes:
+        before = speed_reference() if n == sizes[-1] else 0.0
         r = scale(n, reps=2 if n >= 1000 else 3)
+        if n == sizes[-1]:
+            reference = (before, speed_reference())
         results.append(r)
         desc = f"{n} ns ({int(r['namespaces'])} snapshots, {int(r['objects'])} objects)"
         big = n == 1000
@@ -272,6 +276,14 @@ def run(part: PartResult, quick: bool) -> None:
         part.add(f"{desc}: rebuild after a global EgressNetwork change",
                  f"{r['global_rebuild']:.3f} s", note=f"{int(r['global_changed'])} namespace(s) re-emitted; "
                                                      f"of which GC {r['global_gc']:.3f} s")
+    if reference is not None:
+        ref = statistics.mean(reference)
+        multiple = results[-1]["full"] / ref
+        part.add(f"machine speed reference (bench.common.speed_reference) before / after the {sizes[-1]} ns builds",
+                 f"{ms(reference[0])} / {ms(reference[1])}",
+                 note=f"a fixed pure-Python workload; the full translation of {sizes[-1]} ns took {multiple:.0f}x "
+                      f"it, so it is under 2 s on a machine (or at a moment) where the reference takes under "
+                      f"{ms(2.0 / multiple)}")
     if len(results) >= 2:
         ns = [r["namespaces"] for r in results]
         part.add("growth exponent k (time ~ namespaces^k): full / one-ns rebuild / global rebuild",

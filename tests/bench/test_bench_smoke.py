@@ -20,4 +20,5 @@ def test_quick_translation_part_prints_a_table() -> None:
     assert header.split() == ["measure", "value", "target", "verdict"]
     assert "100 ns" in out and "full translation" in out
     assert "p99 < 50 ms" in out  # the push target is shown next to its measurement
+    assert "machine speed reference" in out  # CPU-bound figures can be read against it
     assert "summary:" in out
