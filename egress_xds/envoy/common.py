@@ -76,9 +76,15 @@ def tcp_stat_prefix(governor: ir.Governor, port_label: str, route: ir.RouteRef |
     return f"egress.{governor_stat(governor)}.{port_label}.{label}"
 
 
+# The client namespace is the same for every chain of a namespace's listener: the listener
+# carries it as metadata (``listener_metadata``) and the access log reads it from there, so
+# a chain's bytes do not depend on the namespace and namespaces on the same EgressNetwork,
+# port and routes share them.
+NAMESPACE_METADATA_FILTER = "egress_xds"
+NAMESPACE_METADATA_KEY = "namespace"
 _ACCESS_LOG_FIELDS: dict[str, str] = {
     "time": "%START_TIME%",
-    "namespace": "",
+    "namespace": f"%METADATA(LISTENER:{NAMESPACE_METADATA_FILTER}:{NAMESPACE_METADATA_KEY})%",
     "egress_network": "",
     "protocol": "",
     "destination": "%DOWNSTREAM_LOCAL_ADDRESS%",
@@ -110,7 +116,7 @@ def _json_field(key: str, value: str) -> bytes:
     return field_bytes(1, field_bytes(1, key.encode()) + field_bytes(2, field_bytes(3, value.encode())))
 
 
-_PER_CHAIN = ("egress_network", "namespace", "route")  # in key order
+_PER_CHAIN = ("egress_network", "route")  # in key order
 
 
 @functools.lru_cache(maxsize=4)
@@ -135,14 +141,14 @@ _LOGGER_URL_FIELD = field_bytes(1, _LOGGER_URL.encode())
 
 
 @functools.lru_cache(maxsize=65536)
-def access_log_bytes(namespace: str, egress_network: str, route: str | None, protocol: str) -> bytes:
+def access_log_bytes(egress_network: str, route: str | None, protocol: str) -> bytes:
     """One JSON line per connection (TCP) or request (HTTP) on stdout, naming the client
-    namespace, the EgressNetwork, the port and the route (spec §6): an ``AccessLog``'s bytes.
-    Assembled from cached entries (``field_bytes``): a namespace has a few dozen of these
-    and a big world tens of thousands, and filling a Struct message walks it in Python."""
-    a, b, c, d = _access_log_fields(protocol)
-    struct = b"".join((a, _json_field("egress_network", egress_network), b, _json_field("namespace", namespace), c,
-                       _json_field("route", route if route is not None else "%ROUTE_NAME%"), d))
+    namespace (from the listener's metadata), the EgressNetwork, the port and the route
+    (spec §6): an ``AccessLog``'s bytes. Assembled from cached entries (``field_bytes``): a
+    big world has thousands of these, and filling a Struct message walks it in Python."""
+    a, b, c = _access_log_fields(protocol)
+    struct = b"".join((a, _json_field("egress_network", egress_network), b,
+                       _json_field("route", route if route is not None else "%ROUTE_NAME%"), c))
     logger = field_bytes(1, field_bytes(2, struct))  # StdoutAccessLog.log_format.json_format
     typed_config = _LOGGER_URL_FIELD + field_bytes(2, logger)
     return _LOGGER_PREFIX + varint(len(typed_config)) + typed_config

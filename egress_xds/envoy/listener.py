@@ -20,10 +20,12 @@ A chain for the outbound port itself closes connections (a direct connection to 
 listener would otherwise loop), and the default chain closes too: with both roots on every
 port, only a bug could reach it, and failing closed is the safe side.
 
-How it is built: a policy's chains become ``ChainTemplate`` values (serialized parts) shared
-by every namespace with the same policy object; a namespace's listener is its templates
-with its own access logs filled in, joined as bytes and parsed once. Packed filter configs
-are byte for byte what upb writes for the whole message (``tests/unit/test_envoy_parts.py``).
+How it is built: a policy's chains are serialized once (``policy_chains``) and shared by
+every namespace with the same policy object; the access logs name the client namespace by
+reading the listener's metadata, so no chain depends on it. A namespace's listener is those
+chains, its metadata and the common rest, joined as bytes and parsed once. Packed filter
+configs are byte for byte what upb writes for the whole message
+(``tests/unit/test_envoy_parts.py``).
 Called by ``egress_xds.envoy.build_resources``.
 """
 
@@ -31,7 +33,6 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Iterable, Sequence
-from typing import NamedTuple
 
 from envoy.config.core.v3 import address_pb2, base_pb2, config_source_pb2
 from envoy.config.listener.v3 import listener_components_pb2 as lc
@@ -48,6 +49,8 @@ from google.protobuf import duration_pb2
 
 from egress_xds import ir
 from egress_xds.envoy.common import (
+    NAMESPACE_METADATA_FILTER,
+    NAMESPACE_METADATA_KEY,
     access_log_bytes,
     field_bytes,
     hcm_stat_prefix,
@@ -210,92 +213,73 @@ def _match_rest(port: int | None, transport: str, application_protocols: tuple[s
     return match.SerializeToString(deterministic=True)
 
 
-class ChainTemplate(NamedTuple):
-    """One filter chain of a policy with its network filter's access log left out: the only
-    part that names the client namespace. Namespaces with the same policy (every namespace
-    on the same EgressNetwork, port and routes) share the template; ``build_listener`` fills
-    in the access log. Fields are serialized parts (``field_bytes``)."""
-
-    name: bytes  # the chain's name field
-    match: bytes  # its filter_chain_match field
-    kind: str  # "tcp" (tcp_proxy) or "http" (http_connection_manager)
-    head: bytes  # the filter's config before its access_log field
-    tail: bytes  # ... and after it
-    egress_network: str  # what the access log names
-    route: str | None  # the TCP access log's route (the connection manager logs %ROUTE_NAME%)
-
-
-def policy_templates(policy: ir.PortPolicy, prefixes: Sequence[ir.IPNetwork], key: str) -> tuple[ChainTemplate, ...]:
-    """The chains of one governor on one port; ``key`` is ``prefixes_key(prefixes)``."""
+def policy_chains(policy: ir.PortPolicy, prefixes: Sequence[ir.IPNetwork], key: str) -> bytes:
+    """The chains of one governor on one port, as the listener's ``filter_chains`` fields;
+    ``key`` is ``prefixes_key(prefixes)``. Nothing in them names the client namespace, so
+    every namespace with the same policy object and prefixes shares them."""
     port = policy.port
     governor, port_label = policy.governor, policy.port_label
     label = governor.label
+    chains: list[bytes] = []
 
-    def chain(variant: str, match: bytes, parts: tuple[bytes, bytes], route: str | None, kind: str = "tcp"
-              ) -> ChainTemplate:
-        return ChainTemplate(_chain_name(port_label, label, variant), match, kind, *parts, label, route)
+    def chain(variant: str, match: bytes, config: bytes, kind: str = "tcp") -> None:
+        chains.append(_chain_field(_chain_name(port_label, label, variant), match, kind, config))
 
     def match(transport: str = "", application_protocols: tuple[str, ...] = (),
               server_names: tuple[str, ...] = ()) -> bytes:
         return _match(prefixes, key, port, transport, application_protocols, server_names)
 
-    def route_parts(route: ir.RouteRef, backends: tuple[ir.Backend, ...]) -> tuple[bytes, bytes]:
-        return _tcp_proxy_parts(tcp_stat_prefix(governor, port_label, route), backends)
+    def tcp_proxy(route: ir.RouteRef | None, backends: tuple[ir.Backend, ...], log_route: str) -> bytes:
+        head, tail = _tcp_proxy_parts(tcp_stat_prefix(governor, port_label, route), backends)
+        return head + _access_log_field("tcp", label, log_route) + tail
 
-    default_parts = _tcp_proxy_parts(tcp_stat_prefix(governor, port_label, None), _default_backends(governor))
     default = governor.default_route
+    default_proxy = tcp_proxy(None, _default_backends(governor), default)
     if policy.protocol == "opaque":
-        return (chain("default", match(), default_parts, default),)
-    if policy.protocol == "tcp":
+        chain("default", match(), default_proxy)
+    elif policy.protocol == "tcp":
         assert policy.tcp_route is not None
         tcp = policy.tcp_route
-        return (chain("tcp", match(), route_parts(tcp.route, tcp.backends), tcp.route.label),)
-    if policy.protocol in ("http", "grpc"):
-        manager = (_connection_manager_head(governor, port_label, route_config_name(policy)),
-                   _connection_manager_constants()[1])
-        return (
-            chain("http", match("raw_buffer", HTTP_PROTOCOLS), manager, None, "http"),
-            chain("raw", match("raw_buffer"), default_parts, default),
-            chain("default", match(), default_parts, default),
-        )
-    chains: list[ChainTemplate] = []
-    for tls in policy.tls_routes:
-        parts = route_parts(tls.route, tls.backends)
-        if tls.server_names:
-            chains.append(chain(f"sni:{tls.route.namespace}/{tls.route.name}",
-                                match(server_names=tuple(tls.server_names)), parts, tls.route.label))
-        else:
-            chains.append(chain("tls", match("tls"), parts, tls.route.label))
-    chains.append(chain("default", match(), default_parts, default))
-    return tuple(chains)
+        chain("tcp", match(), tcp_proxy(tcp.route, tcp.backends, tcp.route.label))
+    elif policy.protocol in ("http", "grpc"):
+        manager = (_connection_manager_head(governor, port_label, route_config_name(policy))
+                   + _access_log_field("http", label, None) + _connection_manager_constants()[1])
+        chain("http", match("raw_buffer", HTTP_PROTOCOLS), manager, "http")
+        chain("raw", match("raw_buffer"), default_proxy)
+        chain("default", match(), default_proxy)
+    else:
+        for tls in policy.tls_routes:
+            proxy = tcp_proxy(tls.route, tls.backends, tls.route.label)
+            if tls.server_names:
+                chain(f"sni:{tls.route.namespace}/{tls.route.name}", match(server_names=tuple(tls.server_names)),
+                      proxy)
+            else:
+                chain("tls", match("tls"), proxy)
+        chain("default", match(), default_proxy)
+    return b"".join(chains)
 
 
-# id(policy) and its prefixes key -> (policy, its chain templates), for one world (kept by
-# the caller): the entry holds the policy, so its id is not reused while the entry lives.
-ChainTemplates = dict[tuple[int, str], tuple[ir.PortPolicy, tuple[ChainTemplate, ...]]]
+# id(policy) and its prefixes key -> (policy, its chains), for one world (kept by the
+# caller): the entry holds the policy, so its id is not reused while the entry lives.
+ChainTemplates = dict[tuple[int, str], tuple[ir.PortPolicy, bytes]]
 
 
 @functools.lru_cache(maxsize=65536)
-def _access_log_field(kind: str, namespace: str, egress_network: str, route: str | None) -> bytes:
+def _access_log_field(kind: str, egress_network: str, route: str | None) -> bytes:
     """The filter's access_log field, serialized: a TCP proxy's or a connection manager's."""
     if kind == "tcp":
-        return field_bytes(_TCP_ACCESS_LOG, access_log_bytes(namespace, egress_network, route, "tcp"))
-    return field_bytes(_HCM_ACCESS_LOG, access_log_bytes(namespace, egress_network, None, "http"))
+        return field_bytes(_TCP_ACCESS_LOG, access_log_bytes(egress_network, route, "tcp"))
+    return field_bytes(_HCM_ACCESS_LOG, access_log_bytes(egress_network, None, "http"))
 
 
-def _chains_bytes(namespace: str, templates: Sequence[ChainTemplate], out: list[bytes],
-                  tag: bytes | None = None) -> None:
-    """Appends the listener's ``filter_chains`` fields (or the field of ``tag``) for
-    ``templates`` to ``out``, the namespace's access logs filled in (one join at the end:
-    matches can be long)."""
-    tag = _LISTENER_CHAINS_TAG if tag is None else tag
-    for name, match, kind, head, tail, egress_network, route in templates:
-        value = head + _access_log_field(kind, namespace, egress_network, route) + tail
-        filter_name, url = _FILTERS[kind]
-        config = url + _ANY_VALUE_TAG + varint(len(value)) + value
-        network_filter = filter_name + _FILTER_CONFIG_TAG + varint(len(config)) + config
-        filters = _CHAIN_FILTERS_TAG + varint(len(network_filter)) + network_filter
-        out += (tag, varint(len(match) + len(filters) + len(name)), match, filters, name)
+def _chain_field(name: bytes, match: bytes, kind: str, config: bytes, tag: bytes = _LISTENER_CHAINS_TAG) -> bytes:
+    """One ``filter_chains`` field (or the field of ``tag``): the chain's match, its one
+    network filter (``kind``'s, with ``config`` as its typed_config value) and its name."""
+    filter_name, url = _FILTERS[kind]
+    packed = url + _ANY_VALUE_TAG + varint(len(config)) + config
+    network_filter = filter_name + _FILTER_CONFIG_TAG + varint(len(packed)) + packed
+    filters = _CHAIN_FILTERS_TAG + varint(len(network_filter)) + network_filter
+    return b"".join((tag, varint(len(match) + len(filters) + len(name)), match, filters, name))
 
 
 def _port_ranges(ports: Iterable[int]) -> list[tuple[int, int]]:
@@ -319,14 +303,23 @@ def _skip_detection(ports: Iterable[int]) -> lc.ListenerFilterChainMatchPredicat
 
 
 @functools.lru_cache(maxsize=64)
-def _sink_template(name: str, stat: str, port: int | None) -> ChainTemplate:
+def _sink_chain(name: str, stat: str, port: int | None, tag: bytes = _LISTENER_CHAINS_TAG) -> bytes:
     """A chain that closes connections (to the deny cluster), logged as route ``name``."""
     match = b""
     if port is not None:
         match = field_bytes(_CHAIN_MATCH, lc.FilterChainMatch(destination_port={"value": port}).SerializeToString(
             deterministic=True))
-    head = tcp_proxy_pb2.TcpProxy(stat_prefix=stat, cluster=ir.DENY_CLUSTER).SerializeToString(deterministic=True)
-    return ChainTemplate(field_bytes(_CHAIN_NAME, name.encode()), match, "tcp", head, b"", "none", name)
+    proxy = tcp_proxy_pb2.TcpProxy(stat_prefix=stat, cluster=ir.DENY_CLUSTER).SerializeToString(deterministic=True)
+    return _chain_field(field_bytes(_CHAIN_NAME, name.encode()), match, "tcp",
+                        proxy + _access_log_field("tcp", "none", name), tag)
+
+
+@functools.lru_cache(maxsize=65536)
+def _metadata_field(namespace: str) -> bytes:
+    """The listener's ``metadata`` field: the client namespace its access logs name."""
+    metadata = base_pb2.Metadata()
+    metadata.filter_metadata[NAMESPACE_METADATA_FILTER].fields[NAMESPACE_METADATA_KEY].string_value = namespace
+    return listener_pb2.Listener(metadata=metadata).SerializeToString(deterministic=True)
 
 
 @functools.lru_cache(maxsize=64)
@@ -364,7 +357,7 @@ def _chain_name(port_label: str, governor_label: str, variant: str) -> bytes:
 
 
 def build_listener(egress: ir.NamespaceEgress, templates: ChainTemplates | None = None) -> listener_pb2.Listener:
-    """``templates``: the world's shared chain templates (filled in here)."""
+    """``templates``: the world's shared chains (filled in here)."""
     memo: ChainTemplates = {} if templates is None else templates
     chains: list[bytes] = []
     networks: dict[ir.Governor, list[ir.IPNetwork]] = {}
@@ -378,15 +371,14 @@ def build_listener(egress: ir.NamespaceEgress, templates: ChainTemplates | None 
             prefixes, key = by_governor[governor]
             found = memo.get((id(policy), key))
             if found is None:
-                found = memo[(id(policy), key)] = (policy, policy_templates(policy, prefixes, key))
-            _chains_bytes(egress.namespace, found[1], chains)
+                found = memo[(id(policy), key)] = (policy, policy_chains(policy, prefixes, key))
+            chains.append(found[1])
     # A connection to the outbound port itself would loop: closed.
-    _chains_bytes(egress.namespace, [_sink_template("loop-guard", "egress.loop-guard", egress.listener_port)], chains)
-    _chains_bytes(egress.namespace, [_sink_template("unmatched", "egress.unmatched", None)], chains,
-                  _DEFAULT_CHAIN_TAG)
+    chains.append(_sink_chain("loop-guard", "egress.loop-guard", egress.listener_port))
+    chains.append(_sink_chain("unmatched", "egress.unmatched", None, _DEFAULT_CHAIN_TAG))
+    chains.append(_metadata_field(egress.namespace))
     chains.append(_listener_rest(tuple(egress.listener_addresses), egress.listener_port, egress.detect_timeout_ms,
                                  tuple(egress.no_detect_ports)))
     # One parse of the whole listener (fields may come in any order on the wire; the
     # message, and so its deterministic serialization, is the same).
-    listener = listener_pb2.Listener.FromString(b"".join(chains))
-    return listener
+    return listener_pb2.Listener.FromString(b"".join(chains))

@@ -160,6 +160,28 @@ def test_listener_basics(world: str, namespace: str) -> None:
             assert name != "*" and ("*" not in name or (name.startswith("*.") and "*" not in name[2:]))
 
 
+@pytest.mark.parametrize(("world", "namespace"), CASES, ids=IDS)
+def test_access_logs_name_the_namespace_the_listener_carries(world: str, namespace: str) -> None:
+    """Every access log reads the client namespace from the listener's metadata, and the
+    listener carries the namespace it was built for (spec §6)."""
+    listener = _dump(world, namespace)["listeners"][0]
+    assert listener["metadata"]["filter_metadata"]["egress_xds"] == {"namespace": namespace}
+    logs = [log for config in _network_filters(listener) for log in config["access_log"]]
+    assert logs
+    for log in logs:
+        fields = log["typed_config"]["log_format"]["json_format"]
+        assert fields["namespace"] == "%METADATA(LISTENER:egress_xds:namespace)%"
+
+
+def test_namespaces_on_the_same_view_get_the_same_chains() -> None:
+    """Nothing in a chain names the client namespace: two namespaces that see the same
+    EgressNetworks and routes get identical filter chains, so they share them."""
+    app, other = (_dump("port-sieve-trap", ns)["listeners"][0] for ns in ("app", "team"))
+    assert app["filter_chains"] == other["filter_chains"]
+    assert app["default_filter_chain"] == other["default_filter_chain"]
+    assert app["metadata"] != other["metadata"]
+
+
 def _network_filters(listener: dict) -> list[dict]:
     chains = [*_chains(listener), listener["default_filter_chain"]]
     return [f["typed_config"] for c in chains for f in c["filters"]]

@@ -86,7 +86,8 @@ def test_every_packed_value_is_the_canonical_bytes_of_its_message() -> None:
 @pytest.mark.parametrize("route", [None, "HTTPRoute ns/r"])
 def test_access_log_equals_the_message_built_field_by_field(protocol: str, route: str | None) -> None:
     fields = {
-        "time": "%START_TIME%", "namespace": "team-a", "egress_network": "egress/internet", "protocol": protocol,
+        "time": "%START_TIME%", "namespace": "%METADATA(LISTENER:egress_xds:namespace)%",
+        "egress_network": "egress/internet", "protocol": protocol,
         "destination": "%DOWNSTREAM_LOCAL_ADDRESS%", "port": "%DOWNSTREAM_LOCAL_PORT%",
         "route": route or "%ROUTE_NAME%", "sni": "%REQUESTED_SERVER_NAME%", "upstream": "%UPSTREAM_HOST%",
         "flags": "%RESPONSE_FLAGS%", "bytes_sent": "%BYTES_SENT%", "bytes_received": "%BYTES_RECEIVED%",
@@ -99,6 +100,6 @@ def test_access_log_equals_the_message_built_field_by_field(protocol: str, route
     expected = accesslog_pb2.AccessLog(
         name="envoy.access_loggers.stdout",
         typed_config=pack(stream_pb2.StdoutAccessLog(log_format={"json_format": fields})))
-    built = accesslog_pb2.AccessLog.FromString(access_log_bytes("team-a", "egress/internet", route, protocol))
+    built = accesslog_pb2.AccessLog.FromString(access_log_bytes("egress/internet", route, protocol))
     assert built == expected
     assert built.SerializeToString(deterministic=True) == expected.SerializeToString(deterministic=True)
