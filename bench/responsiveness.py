@@ -63,6 +63,22 @@ def _probe_main(conn: multiprocessing.connection.Connection, address: str, secon
         conn.send(("error", repr(err)))
 
 
+def _phase(at: float, reloads: list[dict[str, Any]]) -> str:
+    """Which reload, and which phase of it (``serve``'s log fields), time ``at`` falls in."""
+    for index, event in enumerate(reloads, 1):
+        end = event_time(event)
+        start = end - float(event.get("seconds", 0))
+        if not start <= at <= end:
+            continue
+        edge = start
+        for phase in ("load", "plan", "build", "status"):
+            edge += float(event.get(f"{phase}_seconds", 0))
+            if at <= edge:
+                return f"reload {index}, {phase}"
+        return f"reload {index}"
+    return "between reloads"
+
+
 def run(part: PartResult, quick: bool) -> None:
     n = 100 if quick else 1000
     bw = big_world(n)
@@ -129,6 +145,11 @@ def run(part: PartResult, quick: bool) -> None:
                  f"{ms(percentile(during, 50))} / {ms(percentile(during, 99))}")
         part.add("max stall of an unrelated stream during the full rebuild", ms(stall),
                  "< 100 ms", stall < 0.100)
+        worst = sorted(((r, s) for s, r in rtts if t_write <= s <= t_done), reverse=True)[:3]
+        part.add("the longest stalls: when they began, and what serve was doing then",
+                 "; ".join(f"{ms(r)} at +{s - t_write:.2f} s ({_phase(s, reloads)})" for r, s in worst),
+                 note=f"+ seconds from the first file write; the writes ended at +{t_written - t_write:.2f} s; "
+                      "phases from serve's 'config reloaded' log lines")
         pauses = serve.gc_pauses(t_write, t_done)
         if pauses:
             longest = max(pauses, key=lambda p: p[2])
