@@ -15,7 +15,7 @@ from egress_xds.envoy import common as _common
 from egress_xds.envoy import listener as _listener
 from egress_xds.envoy import route as _route
 from egress_xds.envoy.cluster import build_clusters
-from egress_xds.envoy.listener import ChainTemplates, build_listener
+from egress_xds.envoy.listener import SharedChains, build_listener
 from egress_xds.envoy.route import build_route_config, route_config_name
 from egress_xds.resources import CLUSTER, LISTENER, ROUTE
 
@@ -23,13 +23,13 @@ from egress_xds.resources import CLUSTER, LISTENER, ROUTE
 class SharedBuilds:
     """What the namespaces of one world share, keyed by the identity of their IR policies
     (``resolve.namespace.SharedWork`` gives every namespace on the same EgressNetwork, port
-    and routes the same policy object): route configurations and listener chain templates.
+    and routes the same policy object): route configurations and listener chains.
     Each entry holds its policy, so the id is not reused while the entry lives. The caller
     keeps one per world."""
 
     def __init__(self) -> None:
         self.route_configs: dict[int, tuple[ir.PortPolicy, Message]] = {}
-        self.chains: ChainTemplates = {}
+        self.chains: SharedChains = {}
 
 
 def build_resources(egress: ir.NamespaceEgress, shared: SharedBuilds | None = None) -> dict[str, dict[str, Message]]:

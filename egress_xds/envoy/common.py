@@ -77,7 +77,7 @@ def tcp_stat_prefix(governor: ir.Governor, port_label: str, route: ir.RouteRef |
 
 
 # The client namespace is the same for every chain of a namespace's listener: the listener
-# carries it as metadata (``listener_metadata``) and the access log reads it from there, so
+# carries it as metadata (``listener._metadata_field``) and the access log reads it, so
 # a chain's bytes do not depend on the namespace and namespaces on the same EgressNetwork,
 # port and routes share them.
 NAMESPACE_METADATA_FILTER = "egress_xds"

@@ -261,7 +261,7 @@ def policy_chains(policy: ir.PortPolicy, prefixes: Sequence[ir.IPNetwork], key: 
 
 # id(policy) and its prefixes key -> (policy, its chains), for one world (kept by the
 # caller): the entry holds the policy, so its id is not reused while the entry lives.
-ChainTemplates = dict[tuple[int, str], tuple[ir.PortPolicy, bytes]]
+SharedChains = dict[tuple[int, str], tuple[ir.PortPolicy, bytes]]
 
 
 @functools.lru_cache(maxsize=65536)
@@ -356,9 +356,9 @@ def _chain_name(port_label: str, governor_label: str, variant: str) -> bytes:
     return field_bytes(_CHAIN_NAME, f"{port_label}|{governor_label}|{variant}".encode())
 
 
-def build_listener(egress: ir.NamespaceEgress, templates: ChainTemplates | None = None) -> listener_pb2.Listener:
-    """``templates``: the world's shared chains (filled in here)."""
-    memo: ChainTemplates = {} if templates is None else templates
+def build_listener(egress: ir.NamespaceEgress, shared: SharedChains | None = None) -> listener_pb2.Listener:
+    """``shared``: the world's shared chains (filled in here)."""
+    memo: SharedChains = {} if shared is None else shared
     chains: list[bytes] = []
     networks: dict[ir.Governor, list[ir.IPNetwork]] = {}
     for dest in egress.destinations:
