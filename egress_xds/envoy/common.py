@@ -140,12 +140,12 @@ _LOGGER_PREFIX = field_bytes(1, _LOGGER_NAME.encode()) + varint(4 << 3 | 2)  # A
 _LOGGER_URL_FIELD = field_bytes(1, _LOGGER_URL.encode())
 
 
-@functools.lru_cache(maxsize=65536)
 def access_log_bytes(egress_network: str, route: str | None, protocol: str) -> bytes:
     """One JSON line per connection (TCP) or request (HTTP) on stdout, naming the client
     namespace (from the listener's metadata), the EgressNetwork, the port and the route
     (spec §6): an ``AccessLog``'s bytes. Assembled from cached entries (``field_bytes``): a
-    big world has thousands of these, and filling a Struct message walks it in Python."""
+    big world has thousands of these, and filling a Struct message walks it in Python. The
+    listener caches the result per (EgressNetwork, route, protocol)."""
     a, b, c = _access_log_fields(protocol)
     struct = b"".join((a, _json_field("egress_network", egress_network), b,
                        _json_field("route", route if route is not None else "%ROUTE_NAME%"), c))
